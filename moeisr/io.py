@@ -1,0 +1,177 @@
+"""Crash-safe file writes and an inter-process lock.
+
+Every artefact the suite writes (checkpoints, result tables, reports) goes through `atomic_write_*`:
+the data lands in a temporary file in the target's directory, is fsynced, and only then replaces the
+target with `os.replace`. A crash, a full disk or a `kill -9` therefore leaves either the old file or
+the new one, never a half-written mix. `FileLock` serialises processes appending to a shared file.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from moeisr.errors import UserError
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def user_error_for(exc: OSError, path: str | os.PathLike, action: str = "write") -> UserError:
+    """Translate an OSError into a one-line UserError naming `path` and what to do about it."""
+    path = Path(path)
+    if exc.errno in _NO_SPACE:
+        return UserError(f"cannot {action} {path}: no space left on device (free some space and retry)")
+    if exc.errno in _NOT_WRITABLE and action == "read":
+        return UserError(f"cannot read {path}: permission denied")
+    if exc.errno in _NOT_WRITABLE:
+        return UserError(
+            f"cannot {action} {path}: directory {path.parent} is not writable (check its permissions or pick another)"
+        )
+    if exc.errno == errno.ENOTDIR:
+        return UserError(f"cannot {action} {path}: a parent of it is a file, not a directory")
+    return UserError(f"cannot {action} {path}: {exc.strerror or exc}")
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """`os.write` until every byte is written (a single write may be short)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename or a new file in `directory` durable. Best effort: some filesystems refuse it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_replace(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(f)` on a temp file beside `path`, fsync it and rename it over `path`.
+
+    On any failure the temp file is removed and `path` keeps its previous content; OSErrors become
+    a UserError (full disk, read-only directory, ...).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise user_error_for(exc, path) from exc
+    try:
+        mode = path.stat().st_mode & 0o777  # keep the permissions of the file we replace
+    except FileNotFoundError:
+        mode = 0o666  # the umask applies, as for a plain open()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:
+        raise user_error_for(exc, path) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise user_error_for(exc, path) from exc
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (all or nothing), creating parent directories. Returns the path."""
+    return _atomic_replace(path, lambda f: write_all(f.fileno(), data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically (all or nothing), creating parent directories. Returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save(obj, path)`, atomically: an interrupted save never clobbers the previous checkpoint."""
+    import torch
+
+    return _atomic_replace(path, lambda f: torch.save(obj, f))
+
+
+class FileLock:
+    """An exclusive (or shared) `fcntl.flock` on `<path>.lock`, as a context manager.
+
+    Guards a resource shared by several processes (e.g. a results file many evaluators append to).
+    The lock is advisory: only code that takes it is serialised. It is released when the block
+    exits or the process dies (the kernel drops flocks of dead processes), so a `kill -9` never
+    leaves a stale lock. Not re-entrant: do not take the same lock twice in one process.
+    """
+
+    def __init__(self, path: str | os.PathLike, shared: bool = False, timeout: float | None = None):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.shared = shared
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise user_error_for(exc, self.lock_path, action="lock") from exc
+        op = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+        try:
+            if self.timeout is None:
+                fcntl.flock(fd, op)
+            else:
+                self._poll(fd, op)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _poll(self, fd: int, op: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise UserError(
+                        f"{self.lock_path} is held by another process after {self.timeout:g} s; "
+                        "wait for it to finish or stop it"
+                    ) from None
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
