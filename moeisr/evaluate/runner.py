@@ -1,0 +1,223 @@
+"""The evaluation grid runner: models × sets × images × scales × knobs → tidy rows in a `ResultsCache`.
+
+Each row is computed once: the runner asks the cache which keys are missing and appends every finished
+image immediately, so an interrupted run loses at most the image in flight and a re-run only computes
+what is missing.
+
+Protocol (version `PROTOCOL_VERSION`; bump it whenever a change would alter any number):
+- LR: `moeisr.data.degrade.degrade` (integer scales: MATLAB bicubic of the HR cropped to a multiple of the
+  scale, 8-bit; other scales: LIIF's crop rule), the ground truth is the matching HR crop;
+- SR: the model's `upscale` (clamped to [0, 1], never rounded), or MATLAB bicubic for `bicubic`;
+- metrics: `psnr`/`ssim` with `protocol` ("benchmark": Y, shave = scale), LPIPS(alex) on RGB.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from moeisr.data.benchmark import list_images
+from moeisr.data.degrade import degrade, upscale_bicubic
+from moeisr.data.images import load_image
+from moeisr.evaluate.cache import BICUBIC_HASH, SHARE_PREFIX, ResultsCache, ckpt_hash, knob_label, make_key
+from moeisr.metrics import psnr, ssim
+
+PROTOCOL_VERSION = 1
+
+# A FLOPs callable: (model, lr B×3×h×w, out size (H, W), routing knob) -> (FLOPs, expert shares or None).
+FlopsFn = Callable[[torch.nn.Module, torch.Tensor, tuple[int, int], float | None], tuple[float, list[float] | None]]
+
+
+@dataclass
+class ModelEntry:
+    """One model to evaluate: `name` fills the `model` column; `model` is None for the bicubic baseline."""
+
+    name: str
+    model: torch.nn.Module | None
+    ckpt_hash: str
+    run_id: str = ""
+    profile: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.model is not None and hasattr(self.model, "expert_map")
+
+
+def bicubic_entry() -> ModelEntry:
+    return ModelEntry(name="bicubic", model=None, ckpt_hash=BICUBIC_HASH)
+
+
+def checkpoint_entry(path: str | Path, name: str | None = None, device: str = "cpu") -> ModelEntry:
+    """Load a checkpoint (ours or official) for evaluation; the name defaults to the run's experiment name."""
+    from moeisr.models.checkpoint import load_model, read_checkpoint
+
+    path = Path(path)
+    meta = read_checkpoint(path).get("meta") or {}
+    model = load_model(path, map_location=device)
+    return ModelEntry(
+        name=name or meta.get("experiment") or path.parent.name or path.stem,
+        model=model,
+        ckpt_hash=ckpt_hash(path),
+        run_id=str(meta.get("run_id") or path.parent.name),
+        profile=str(meta.get("profile") or ""),
+    )
+
+
+def current_commit(repo: Path | None = None) -> str:
+    """The git commit of the code (with '+dirty' when the tree has changes), or 'unknown'."""
+    repo = repo or Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+@dataclass
+class Grid:
+    """What to evaluate. `limit` is a per-set image count (None = all)."""
+
+    sets: Sequence[str]
+    scales: Sequence[float]
+    knobs: Sequence[float | None] = (None,)
+    limit: dict[str, int] = field(default_factory=dict)
+    protocol: str = "benchmark"
+
+
+def super_resolve(entry: ModelEntry, lr: torch.Tensor, size: tuple[int, int], knob: float | None, chunk_size: int):
+    """SR of 1×3×h×w `lr` to `size` in [0, 1] with the entry's model (or bicubic)."""
+    if entry.model is None:
+        return upscale_bicubic(lr, size).clamp(0, 1)
+    kwargs = {"routing_knob": knob} if entry.is_moe and knob is not None else {}
+    return entry.model.upscale(lr, size, chunk_size=chunk_size, **kwargs)
+
+
+def evaluate(
+    entries: Sequence[ModelEntry],
+    grid: Grid,
+    cache: ResultsCache,
+    *,
+    device: str = "cpu",
+    root: str | Path | None = None,
+    with_lpips: bool = True,
+    flops_fn: FlopsFn | None = None,
+    chunk_size: int = 32768,
+    progress: bool = True,
+    commit: str | None = None,
+) -> tuple[list, int]:
+    """Compute every missing row of the grid and append it to `cache`.
+
+    Returns (the grid's cache keys, in grid order; the number of rows computed now).
+    """
+    commit = commit or current_commit()
+    lpips_model = None
+    if with_lpips:
+        from moeisr.metrics import load_lpips
+
+        lpips_model = load_lpips(device)
+    images = {s: list_images(s, root, grid.limit.get(s)) for s in grid.sets}
+    todo = [
+        (entry, dataset, path, float(scale), knob)
+        for entry in entries
+        for dataset in grid.sets
+        for path in images[dataset]
+        for scale in grid.scales
+        for knob in (grid.knobs if entry.is_moe else (None,))
+    ]
+    keys = [make_key(e.ckpt_hash, d, p.stem, s, k, PROTOCOL_VERSION) for e, d, p, s, k in todo]
+    missing = set(cache.missing(keys))
+    work = [item for item, key in zip(todo, keys, strict=True) if key in missing]
+    hr_cache: dict[Path, torch.Tensor] = {}
+    written = 0
+    bar = tqdm(work, desc="eval", unit="img", disable=not progress)
+    for entry, dataset, path, scale, knob in bar:
+        bar.set_postfix_str(f"{entry.name} {dataset}/{path.stem} x{scale:g}")
+        if path not in hr_cache:
+            hr_cache.clear()  # images are visited in order, so one decoded HR is enough
+            hr_cache[path] = load_image(path)
+        row = evaluate_one(
+            entry,
+            dataset,
+            path.stem,
+            hr_cache[path],
+            scale,
+            knob,
+            grid.protocol,
+            device=device,
+            lpips_model=lpips_model,
+            flops_fn=flops_fn,
+            chunk_size=chunk_size,
+        )
+        row["commit"] = commit
+        written += cache.append([row])
+    return keys, written
+
+
+def evaluate_one(
+    entry: ModelEntry,
+    dataset: str,
+    image: str,
+    hr_full: torch.Tensor,
+    scale: float,
+    knob: float | None,
+    protocol: str = "benchmark",
+    *,
+    device: str = "cpu",
+    lpips_model=None,
+    flops_fn: FlopsFn | None = None,
+    chunk_size: int = 32768,
+) -> dict:
+    """One tidy row for one image (3×H×W in [0, 1]) at one scale and knob."""
+    hr, lr = degrade(hr_full, scale)
+    hr, lr = hr[None].to(device), lr[None].to(device)
+    size = tuple(hr.shape[-2:])
+    start = time.perf_counter()
+    with torch.inference_mode():
+        sr = super_resolve(entry, lr, size, knob, chunk_size)
+    seconds = time.perf_counter() - start
+    row = {
+        "model": entry.name,
+        "run_id": entry.run_id,
+        "ckpt_hash": entry.ckpt_hash,
+        "dataset": dataset,
+        "image": image,
+        "scale": float(scale),
+        "knob": knob_label(knob),
+        "protocol_version": PROTOCOL_VERSION,
+        "psnr": float(psnr(sr, hr, scale, protocol)[0]),
+        "ssim": float(ssim(sr, hr, scale, protocol)[0]),
+        "lpips": float(lpips_model(sr, hr)[0]) if lpips_model is not None else math.nan,
+        "gflops": math.nan,
+        "seconds": seconds,
+        "profile": entry.profile,
+        "lr_h": lr.shape[-2],
+        "lr_w": lr.shape[-1],
+    }
+    if flops_fn is not None and entry.model is not None:
+        flops, shares = flops_fn(entry.model, lr, size, knob)
+        row["gflops"] = flops / 1e9
+        for j, share in enumerate(shares or []):
+            row[f"{SHARE_PREFIX}{j}"] = share
+    return row
+
+
+def parse_limits(values: Iterable[str], sets: Sequence[str]) -> dict[str, int]:
+    """`["20"]` → the same limit for every set; `["Urban100=20", "B100=50"]` → per-set limits."""
+    limits: dict[str, int] = {}
+    for value in values:
+        name, _, count = value.rpartition("=")
+        for target in [name] if name else sets:
+            limits[target] = int(count)
+    return limits
