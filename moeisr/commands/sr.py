@@ -1,0 +1,100 @@
+"""`moeisr sr [CKPT] IN.png (--scale S | --size WxH) -o OUT.png`: super-resolve one image."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from moeisr.errors import UserError
+
+DEFAULT_CHECKPOINT_DIR = Path("results/checkpoints")
+BICUBIC = "bicubic"
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sr",
+        help="super-resolve one image at any scale",
+        description=(
+            "Super-resolve IN to OUT with a checkpoint (ours or an official LIIF/LTE .pth) or with 'bicubic'. "
+            f"Without CKPT, the default checkpoint in {DEFAULT_CHECKPOINT_DIR}/ is used."
+        ),
+    )
+    parser.add_argument("ckpt", nargs="?", metavar="CKPT", help="checkpoint .pth, or 'bicubic'")
+    parser.add_argument("input", metavar="IN", help="input image (any format Pillow reads)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--scale", type=float, help="upscaling factor >= 1; output is (round(h*s), round(w*s))")
+    target.add_argument("--size", help="output size as WxH, e.g. 1920x1080")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output image (.png or .webp, lossless)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="output pixels decoded at once (memory knob)")
+    parser.add_argument(
+        "--cell-clamp",
+        type=float,
+        default=None,
+        metavar="S",
+        help="decode scales above S with the cell of scale S (LTE's out-of-distribution rule); default: true cell",
+    )
+    parser.set_defaults(func=run)
+
+
+def default_checkpoint(directory: Path = DEFAULT_CHECKPOINT_DIR) -> Path | None:
+    """`default.pth` in `directory`, else its only `.pth` file, else None."""
+    if (directory / "default.pth").is_file():
+        return directory / "default.pth"
+    found = sorted(directory.glob("*.pth")) if directory.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' → (H, W)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise UserError(f"--size {text!r} is not WxH with positive integers, e.g. --size 1920x1080")
+    return int(match[2]), int(match[1])
+
+
+def _resolve_checkpoint(ckpt: str | None) -> str:
+    if ckpt is not None:
+        return ckpt
+    found = default_checkpoint()
+    if found is None:
+        raise UserError(
+            f"no default checkpoint is available yet (none in {DEFAULT_CHECKPOINT_DIR}/); "
+            "pass one: moeisr sr CKPT IN.png --scale 4 -o OUT.png (an official LIIF/LTE .pth, ours, or 'bicubic')"
+        )
+    return str(found)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moeisr.data.degrade import upscale_bicubic
+    from moeisr.data.images import load_image, save_image
+    from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size
+    from moeisr.models.checkpoint import load_model
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu")
+    chunk_size = DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size
+    if chunk_size < 1:
+        raise UserError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
+    if Path(args.output).suffix.lower() not in (".png", ".webp"):
+        raise UserError(f"output {args.output} must end in .png or .webp (lossless formats)")
+    ckpt = _resolve_checkpoint(args.ckpt)
+    lr = load_image(Path(args.input)).unsqueeze(0).to(args.device)
+    h, w = lr.shape[-2:]
+    size = output_size((h, w), args.scale) if args.scale is not None else parse_size(args.size)
+    if size[0] < h or size[1] < w:
+        raise UserError(f"output size {size[1]}x{size[0]} is smaller than the input {w}x{h}; moeisr sr only upscales")
+    if args.cell_clamp is not None and not args.cell_clamp >= 1:
+        raise UserError(f"--cell-clamp must be a scale >= 1, got {args.cell_clamp}")
+    if ckpt == BICUBIC:
+        sr = upscale_bicubic(lr, size)
+    else:
+        model = load_model(ckpt, map_location=args.device)
+        large = size[0] * size[1] > 4 * chunk_size
+        sr = model.upscale(lr, size, chunk_size=chunk_size, progress=large, cell_clamp=args.cell_clamp)
+    save_image(sr.cpu(), Path(args.output))
+    return 0

@@ -1,0 +1,161 @@
+"""`ImplicitSR`: the shape shared by LIIF, LTE and MoEISR, and the generic chunked `upscale`.
+
+An implicit SR model is split in two:
+
+- `encode(lr) -> features`: everything that depends only on the LR image (encoder features and the
+  maps derived from them), computed once per image;
+- `query(features, coord, cell, mlp=None) -> rgb`: decodes arbitrary query points.
+
+`upscale` encodes once and then queries the output grid in chunks of `chunk_size` pixels whose
+coordinates are generated per chunk, so memory stays bounded by the features, the output image and
+one chunk, whatever the output size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from moeisr.errors import UserError
+from moeisr.models.coords import make_coord
+
+# The official data pipelines normalise images with data_norm {sub: 0.5, div: 0.5}; the models do it.
+NORM_SUB = 0.5
+NORM_DIV = 0.5
+
+# Output pixels decoded per chunk. The LIIF decoder input for one chunk is about
+# chunk_size × 4 shifts × 580 floats ≈ 300 MB at this size.
+DEFAULT_CHUNK_SIZE = 32768
+
+Features = dict[str, torch.Tensor]
+Decoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def normalise(img: torch.Tensor) -> torch.Tensor:
+    """[0, 1] image → the [-1, 1] range the official models were trained on."""
+    return (img - NORM_SUB) / NORM_DIV
+
+
+def denormalise(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalise` (no clamping)."""
+    return x * NORM_DIV + NORM_SUB
+
+
+class ImplicitSR(nn.Module):
+    """Base class of arbitrary-scale models decoded per query point.
+
+    Subclasses set `spec` ({"name", "args"}, enough to rebuild the model), `imnet` (the decoder MLP) and
+    `imnet_in_dim`, and implement `encode` and `query` (see the module docstring).
+    """
+
+    spec: dict
+    imnet: nn.Module
+    imnet_in_dim: int
+
+    def encode(self, lr: torch.Tensor) -> Features:
+        """lr: B×3×h×w in [0, 1] → a dict of feature tensors; `"feat"` is the encoder output B×C×h×w."""
+        raise NotImplementedError
+
+    def query(
+        self, features: Mapping[str, torch.Tensor], coord: torch.Tensor, cell: torch.Tensor, mlp: Decoder | None = None
+    ) -> torch.Tensor:
+        """Decode B×Q×2 coordinates with B×Q×2 cells → B×Q×3 RGB in the [0, 1] range (not clamped)."""
+        raise NotImplementedError
+
+    def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Training entry point: `query(encode(lr), coord, cell)` → B×Q×3."""
+        return self.query(self.encode(lr), coord, cell)
+
+    def upscale(
+        self,
+        lr: torch.Tensor,
+        size: tuple[int, int],
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: bool = False,
+        cell_clamp: float | None = None,
+    ) -> torch.Tensor:
+        """See `moeisr.models.base.upscale`."""
+        return upscale(self, lr, size, chunk_size=chunk_size, progress=progress, cell_clamp=cell_clamp)
+
+
+def output_size(lr_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(round(h·s), round(w·s)) for a finite scale s ≥ 1; UserError otherwise."""
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise UserError(f"scale {scale!r} is not a number; pass e.g. --scale 3.7") from None
+    if not math.isfinite(scale) or scale < 1:
+        raise UserError(f"scale {scale} is not supported: it must be a finite number >= 1 (e.g. 2, 3.7, 12)")
+    return round(lr_hw[0] * scale), round(lr_hw[1] * scale)
+
+
+def _check_size(size) -> tuple[int, int]:
+    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+        raise ValueError(f"output size must be two positive integers (H, W), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def cell_scale_factors(lr_hw: tuple[int, int], size: tuple[int, int], cell_clamp: float | None) -> tuple[float, float]:
+    """Per-axis factors applied to the true cell (2/H, 2/W).
+
+    `cell_clamp=None` keeps the true cell (LIIF). A float s_max enlarges the cell of any axis whose scale
+    H/h exceeds s_max to the cell of scale s_max, as LTE's test code does (`cell * max(scale / s_max, 1)`),
+    which keeps the cell input inside the training range for out-of-distribution scales.
+    """
+    if cell_clamp is None:
+        return 1.0, 1.0
+    if not math.isfinite(cell_clamp) or cell_clamp <= 0:
+        raise ValueError(f"cell_clamp must be a positive finite scale, got {cell_clamp!r}")
+    return tuple(max(out / inp / cell_clamp, 1.0) for out, inp in zip(size, lr_hw, strict=True))
+
+
+def upscale(
+    model: ImplicitSR,
+    lr: torch.Tensor,
+    size: tuple[int, int],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = False,
+    cell_clamp: float | None = None,
+) -> torch.Tensor:
+    """Super-resolve `lr` (B×3×h×w in [0, 1]) to `size` = (H, W): returns B×3×H×W clamped to [0, 1].
+
+    Encodes once, then decodes the H·W output pixels (in raster order) in chunks of `chunk_size`,
+    generating each chunk's coordinates and cells on the fly and writing into a preallocated output,
+    under `torch.inference_mode`. The result does not depend on `chunk_size` beyond float rounding.
+    `cell_clamp`: None uses the true cell; a float s_max (e.g. 4, the training maximum) clamps the cell
+    to that of scale s_max (see `cell_scale_factors`). `progress` shows a tqdm bar on stderr. The model's
+    train/eval mode is left as it is (load_model returns models in eval mode). Peak memory is the encoder's
+    peak, then features + output + one chunk (about 1 GB at the default chunk size for LIIF/LTE).
+    """
+    if lr.dim() != 4 or lr.shape[1] != 3:
+        raise ValueError(f"lr must be B×3×h×w, got shape {tuple(lr.shape)}")
+    H, W = _check_size(size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    B, _, h, w = lr.shape
+    device = lr.device
+    fh, fw = cell_scale_factors((h, w), (H, W), cell_clamp)
+    with torch.inference_mode():
+        features = model.encode(lr)
+        out = torch.empty(B, 3, H * W, dtype=lr.dtype, device=device)
+        rows = make_coord((H,), device=device, dtype=lr.dtype)[:, 0]
+        cols = make_coord((W,), device=device, dtype=lr.dtype)[:, 0]
+        # the cell is constant over the grid: same float32 values as make_cell times the clamp factor
+        cell_value = torch.tensor([2.0 / H, 2.0 / W], dtype=lr.dtype, device=device)
+        cell_value = cell_value * torch.tensor([fh, fw], dtype=lr.dtype, device=device)
+        total = H * W
+        with tqdm(total=total, disable=not progress, unit="px", unit_scale=True, desc="upscale") as bar:
+            for start in range(0, total, chunk_size):
+                stop = min(start + chunk_size, total)
+                index = torch.arange(start, stop, device=device)
+                coord = torch.stack((rows[index // W], cols[index % W]), dim=-1)
+                coord = coord.unsqueeze(0).expand(B, -1, -1)
+                cell = cell_value.expand(B, stop - start, 2)
+                pred = model.query(features, coord, cell)
+                out[:, :, start:stop] = pred.clamp(0, 1).transpose(1, 2)
+                bar.update(stop - start)
+    return out.view(B, 3, H, W)

@@ -1,0 +1,123 @@
+"""Checkpoints: our format, the official LIIF/LTE format, weights-only loading, atomic saving.
+
+Ours: `{"format": "moeisr", "format_version": 1, "model": {"name", "args", "sd"}, "train_state": {...},
+"meta": {...}}`. Official LIIF/LTE: `{"model": {"name", "args", "sd"}, "optimizer": ..., "epoch": ...}`.
+Both hold a model spec plus its state dict, so both load through `load_model`. Files are always read
+with `torch.load(..., weights_only=True)`: a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import moeisr.models  # noqa: F401  (registers every model name)
+from moeisr.errors import UserError
+from moeisr.registry import models
+
+FORMAT = "moeisr"
+FORMAT_VERSION = 1
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    """Read a checkpoint file (ours or official) as a dict; UserError if it is not a readable checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass the path to a .pth file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} cannot be read ({reason}); is it a complete torch .pth file?") from None
+    if not isinstance(obj, Mapping):
+        raise UserError(f"checkpoint {path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
+    if obj.get("format", FORMAT) != FORMAT:
+        raise UserError(f"checkpoint {path} has unknown format {obj.get('format')!r}")
+    if obj.get("format") == FORMAT and obj.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(
+            f"checkpoint {path} has format_version {obj['format_version']}; this moeisr reads up to "
+            f"{FORMAT_VERSION}, please upgrade moeisr"
+        )
+    spec = obj.get("model")
+    if not isinstance(spec, Mapping) or not {"name", "sd"} <= set(spec):
+        raise UserError(f"checkpoint {path} has no model spec (expected a 'model' entry with 'name', 'args', 'sd')")
+    return dict(obj)
+
+
+def model_from_spec(spec: Mapping[str, Any], source: str = "spec") -> nn.Module:
+    """Build `spec` ({"name", "args", "sd"?}) and load its state dict strictly. Errors name `source`."""
+    try:
+        model = models.make({"name": spec["name"], "args": spec.get("args") or {}})
+    except KeyError as exc:
+        raise UserError(f"{source}: {exc.args[0] if exc.args else exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: cannot build model {spec['name']!r} ({exc})") from None
+    if "sd" in spec:
+        try:
+            model.load_state_dict(spec["sd"], strict=True)
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())
+            raise UserError(f"{source}: weights do not match model {spec['name']!r}: {detail[:400]}") from None
+    return model
+
+
+def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
+    """Load a checkpoint (ours or the official LIIF/LTE format) as a model in eval mode on `map_location`.
+
+    The model remembers its spec (`model.spec`) and, for implicit models, exposes `upscale(lr, size)`.
+    """
+    ckpt = read_checkpoint(path, map_location=map_location)
+    model = model_from_spec(ckpt["model"], source=f"checkpoint {path}")
+    if not hasattr(model, "spec"):
+        model.spec = {"name": ckpt["model"]["name"], "args": copy.deepcopy(ckpt["model"].get("args") or {})}
+    if isinstance(map_location, (str, torch.device)):
+        model = model.to(map_location)
+    return model.eval()
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    spec: Mapping[str, Any] | None = None,
+    train_state: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save `model` in our format, atomically (temp file in the same folder, then `os.replace`).
+
+    `spec` ({"name", "args"}) defaults to `model.spec`. `train_state` (optimizer/scheduler state dicts,
+    epoch, ...) and `meta` (commit, config hash, ...) must be weights-only loadable (tensors, plain
+    containers, numbers, strings). Returns the path.
+    """
+    spec = spec if spec is not None else getattr(model, "spec", None)
+    if spec is None or "name" not in spec:
+        raise ValueError("save_checkpoint needs a spec ({'name', 'args'}) or a model with a .spec")
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"name": spec["name"], "args": copy.deepcopy(dict(spec.get("args") or {})), "sd": model.state_dict()},
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        payload["train_state"] = dict(train_state)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

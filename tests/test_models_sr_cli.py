@@ -1,0 +1,75 @@
+"""`moeisr sr`: real Set14 images through bicubic and a checkpoint; scale/size validation; default CKPT."""
+
+import pytest
+from PIL import Image
+from test_models_support import read_image, set14, small_model
+
+from moeisr.cli import main
+from moeisr.models.checkpoint import save_checkpoint
+
+
+def run(*argv):
+    return main(["sr", *map(str, argv)])
+
+
+def test_bicubic_at_a_non_integer_scale(tmp_path):
+    src = set14("face", "X4")  # 69×69
+    out = tmp_path / "face.png"
+    assert run("bicubic", src, "--scale", 3.7, "-o", out) == 0
+    with Image.open(out) as im:
+        assert im.size == (round(69 * 3.7), round(69 * 3.7))
+
+
+def test_checkpoint_with_explicit_size_matches_the_library(tmp_path):
+    model = small_model("lte")
+    ckpt = save_checkpoint(tmp_path / "lte.pth", model)
+    src = tmp_path / "crop.png"
+    Image.open(set14("comic", "X4")).crop((0, 0, 30, 24)).save(src)
+    out = tmp_path / "sr.png"
+    assert run(ckpt, src, "--size", "75x61", "-o", out, "--chunk-size", 999) == 0
+    written = read_image(out)
+    expected = model.upscale(read_image(src), (61, 75))
+    assert written.shape == (1, 3, 61, 75)
+    assert (written - expected).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
+
+
+@pytest.mark.parametrize("scale", ["0", "-2", "nan", "inf", "0.5"])
+def test_bad_scales_are_refused_in_one_line(tmp_path, capsys, scale):
+    assert run("bicubic", set14("face", "X4"), "--scale", scale, "-o", tmp_path / "x.png") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moeisr sr: error: scale") and "\n" not in err
+
+
+@pytest.mark.parametrize("size", ["10x", "0x20", "abc"])
+def test_bad_sizes_are_refused(tmp_path, capsys, size):
+    assert run("bicubic", set14("face", "X4"), "--size", size, "-o", tmp_path / "x.png") == 2
+    assert "--size" in capsys.readouterr().err
+
+
+def test_missing_default_checkpoint_says_how_to_pass_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.png") == 2
+    err = capsys.readouterr().err.strip()
+    assert "no default checkpoint is available yet" in err and "moeisr sr CKPT" in err and "\n" not in err
+
+
+def test_default_checkpoint_is_used_when_present(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "results" / "checkpoints" / "default.pth", small_model("liif"))
+    assert run(set14("face", "X4"), "--scale", 1.5, "-o", tmp_path / "x.png") == 0
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.size == (round(69 * 1.5), round(69 * 1.5))
+
+
+def test_missing_input_and_bad_output_extension(tmp_path, capsys):
+    assert run("bicubic", tmp_path / "nope.png", "--scale", 2, "-o", tmp_path / "x.png") == 2
+    assert "nope.png" in capsys.readouterr().err
+    assert run("bicubic", set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.jpg") == 2
+    assert "x.jpg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--chunk-size", "0"), ("--cell-clamp", "0.5"), ("--cell-clamp", "nan")])
+def test_bad_knobs_are_refused(tmp_path, capsys, option, value):
+    ckpt = save_checkpoint(tmp_path / "m.pth", small_model("liif"))
+    assert run(ckpt, set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.png", option, value) == 2
+    assert option in capsys.readouterr().err
