@@ -95,9 +95,9 @@ def run(args) -> int:
     cache = ResultsCache(args.cache or args.out.with_suffix(".jsonl"))
     flops_fn = None
     if args.flops and any(e.model is not None for e in entries):
-        from moeisr.flops import eval_flops
+        from moeisr.flops.per_image import PerImageFlops
 
-        flops_fn = eval_flops
+        flops_fn = PerImageFlops()
     keys, new = evaluate(
         entries,
         grid,

@@ -31,8 +31,9 @@ from moeisr.metrics import psnr, ssim
 
 PROTOCOL_VERSION = 1
 
-# A FLOPs callable: (model, lr B×3×h×w, out size (H, W), routing knob) -> (FLOPs, expert shares or None).
-FlopsFn = Callable[[torch.nn.Module, torch.Tensor, tuple[int, int], float | None], tuple[float, list[float] | None]]
+# A FLOPs callable: (model, lr 1×3×h×w, scale, routing knob) -> (FLOPs, expert shares or None);
+# see moeisr.flops.per_image.PerImageFlops.
+FlopsFn = Callable[[torch.nn.Module, torch.Tensor, float, float | None], tuple[float, list[float] | None]]
 
 
 @dataclass
@@ -206,7 +207,7 @@ def evaluate_one(
         "lr_w": lr.shape[-1],
     }
     if flops_fn is not None and entry.model is not None:
-        flops, shares = flops_fn(entry.model, lr, size, knob)
+        flops, shares = flops_fn(entry.model, lr, scale, knob)
         row["gflops"] = flops / 1e9
         for j, share in enumerate(shares or []):
             row[f"{SHARE_PREFIX}{j}"] = share

@@ -1,0 +1,70 @@
+"""`moeisr flops (CKPT|SPEC.yaml) --lr-size HxW --scale S [--image LR.png] [--routing-knob V] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from moeisr.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "flops",
+        help="count the FLOPs of super-resolving one image (fvcore, 1 MAC = 1 FLOP)",
+        description=(
+            "Count the FLOPs of model.upscale from an LR image of --lr-size to round(scale x size) with fvcore, "
+            "on the real forward path, split into encoder, mapper, decoder and other (see docs/flops.md). "
+            "MoEISR's count follows its routing on --image; without an image only --routing-knob=inf / "
+            "--routing-knob=-inf (all cheapest / all deepest) are defined."
+        ),
+    )
+    parser.add_argument("source", metavar="CKPT|SPEC.yaml", help="checkpoint .pth, model spec or experiment .yaml")
+    parser.add_argument("--lr-size", metavar="HxW", help="LR size, rows x columns (e.g. 180x125); default: --image's")
+    parser.add_argument("--scale", required=True, help="upscaling factor >= 1; output is round(h*s) x round(w*s)")
+    parser.add_argument("--image", metavar="LR.png", help="the LR input image (MoEISR routes on it)")
+    parser.add_argument(
+        "--routing-knob",
+        metavar="V",
+        help="MoEISR routing knob: a number, inf / cheapest, -inf / deepest (write --routing-knob=-inf)",
+    )
+    parser.add_argument("--profile", default="cpu", help="profile for experiment specs (default: cpu)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="output pixels per query chunk (as upscale)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from moeisr.flops import count, format_report
+    from moeisr.flops.source import load_source, parse_knob, parse_lr_size, parse_scale
+    from moeisr.models.base import DEFAULT_CHUNK_SIZE
+
+    scale = parse_scale(args.scale)
+    lr_size = parse_lr_size(args.lr_size) if args.lr_size is not None else None
+    knob = parse_knob(args.routing_knob) if args.routing_knob is not None else None
+    if lr_size is None and args.image is None:
+        raise UserError("pass --lr-size HxW (e.g. 180x125) or an LR --image")
+    chunk_size = args.chunk_size if args.chunk_size is not None else DEFAULT_CHUNK_SIZE
+    if chunk_size < 1:
+        raise UserError(f"--chunk-size must be a positive integer, got {chunk_size}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu")
+    image = None
+    if args.image is not None:
+        from moeisr.data.images import load_image
+
+        if not Path(args.image).is_file():
+            raise UserError(f"input image {args.image} does not exist")
+        image = load_image(args.image)
+    model, trained = load_source(args.source, profile=args.profile, device=args.device)
+    report = count(model, lr_size, scale, image=image, routing_knob=knob, chunk_size=chunk_size)
+    if args.json:
+        print(json.dumps({"source": str(args.source), "trained": trained, **report.to_dict()}, indent=2))
+    else:
+        title = f"{Path(args.source).name} ({report.model}{'' if trained else ', untrained: random weights'})"
+        print(format_report(report, title=title))
+    return 0

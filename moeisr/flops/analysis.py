@@ -1,0 +1,317 @@
+"""`count`: fvcore's FlopCountAnalysis on the real `upscale` path of an implicit SR model.
+
+What is traced. A small wrapper module whose forward is `model.upscale(lr, size, chunk_size=...)`
+(MoEISR: with the routing knob), i.e. the very function users call: encode once, then query the output
+grid in chunks of `chunk_size` pixels. fvcore traces with `torch.jit`, so the data-dependent sparse
+dispatch of MoEISR is recorded with the actual index tensors of this input: each expert's Linear layers
+appear with exactly the rows routed to it.
+
+Keeping everything alive. A jit trace drops operations whose results never reach the outputs. At eval,
+MoEISR's routing probabilities are computed and never used, and when every pixel goes to one expert
+(always at routing knob ±inf) even the mapper and the logit sampling become dead code, although the
+real forward runs them. So the traced forward runs under a TorchFunctionMode that takes a one-element
+copy (`aten::as_strided` + `aten::clone`, both zero-cost) of every tensor an operation returns and
+returns those copies as extra outputs: every operation the real forward executes is counted. The
+anchors are subtracted from the reported zero-cost call counts.
+
+Warnings. fvcore's unsupported-operator and uncalled-module warnings are switched off
+(`unsupported_ops_warnings(False)`, `uncalled_modules_warnings(False)`) because we report both
+ourselves: unsupported operators in `FlopReport.uncounted_ops`, and modules that never ran (e.g. an
+expert that received no pixel, EDSR's unused MeanShift layers) show up as 0 in the breakdown.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from fvcore.nn import FlopCountAnalysis
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from moeisr.errors import UserError
+from moeisr.flops.handles import extra_handles
+from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size
+from moeisr.models.moe.moeisr import MoEISR
+
+CONVENTION = (
+    "GFLOPs, fvcore: 1 multiply-add (MAC) = 1 FLOP for linear/conv/matmul (bias adds and ReLU not counted); "
+    "element-wise floating-point arithmetic = 1 FLOP per output element; reductions = 1 per input element; "
+    "softmax = 3 per element; interpolation per output element: bilinear 4, bicubic 16, nearest 0; "
+    "data movement, casts, comparisons and integer index arithmetic = 0"
+)
+PATH = "as published: the per-query MLP decodes every local-ensemble shift of every output pixel"
+# the fvcore scope of the model inside the traced wrapper
+_ROOT = "model"
+
+
+@dataclass
+class FlopReport:
+    """FLOPs of one `upscale` call, split by component (all in FLOPs, see `convention`).
+
+    total = encoder + mapper + decoder + other.
+    encoder: the feature encoder module (EDSR/RDN convs and their residual adds).
+    mapper: MoEISR's mapper CNN (0 otherwise); the per-query logit sampling and routing are in `other`.
+    decoder: the per-query MLP (LIIF/LTE `imnet`, or MoEISR's experts as routed), MACs only.
+    other: everything else; `other_parts` splits it into the remaining modules (e.g. LTE's `coef`, `freq`
+    convs at LR resolution and its `phase` Linear) and "unscoped" (operations outside any submodule:
+    input normalisation, coordinates, LIIF/LTE's decoder-input construction and Fourier features,
+    ensemble blend, LTE's bilinear skip, MoEISR's logit sampling and routing).
+    per_expert: decoder FLOPs of each expert (MoEISR; cheapest first); expert_queries: output pixels routed
+    to each expert; expert_shares: their fractions (sum 1).
+    by_operator: FLOPs per operator type; zero_cost_ops: calls of operators counted 0 by decision;
+    uncounted_ops: calls of operators nobody decided about (fvcore counted them as 0).
+    """
+
+    model: str
+    total: int
+    encoder: int
+    mapper: int
+    decoder: int
+    other: int
+    lr_size: tuple[int, int]
+    out_size: tuple[int, int]
+    scale: float
+    routing: str
+    routing_knob: float | None = None
+    other_parts: dict[str, int] = field(default_factory=dict)
+    per_expert: list[int] = field(default_factory=list)
+    expert_queries: list[int] = field(default_factory=list)
+    expert_shares: list[float] = field(default_factory=list)
+    expert_hidden_lists: list[list[int]] = field(default_factory=list)
+    by_operator: dict[str, int] = field(default_factory=dict)
+    zero_cost_ops: dict[str, int] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    convention: str = CONVENTION
+    path: str = PATH
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (infinite knobs become the strings "inf" / "-inf")."""
+        out = asdict(self)
+        out["lr_size"], out["out_size"] = list(self.lr_size), list(self.out_size)
+        knob = self.routing_knob
+        out["routing_knob"] = knob if knob is None or math.isfinite(knob) else ("inf" if knob > 0 else "-inf")
+        return out
+
+
+class _KeepAlive(TorchFunctionMode):
+    """Collects a one-element copy of every tensor result, so the jit trace keeps every operation."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchors: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.numel() > 0 and t.layout == torch.strided:
+                self.anchors.append(torch.as_strided(t, (1,), (1,)).clone())
+        return out
+
+
+class _UpscaleTrace(nn.Module):
+    """forward(lr) = model.upscale(lr, size, chunk_size) plus the liveness anchors."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int], chunk_size: int, routing_knob: float | None):
+        super().__init__()
+        self.model = model
+        self.size, self.chunk_size, self.routing_knob = size, chunk_size, routing_knob
+        self.n_anchors = 0
+
+    def forward(self, lr: torch.Tensor):
+        kwargs = {"chunk_size": self.chunk_size}
+        if isinstance(self.model, MoEISR):
+            kwargs["routing_knob"] = self.routing_knob
+        keep = _KeepAlive()
+        with keep:
+            out = self.model.upscale(lr, self.size, **kwargs)
+        self.n_anchors = len(keep.anchors)
+        return (out, *keep.anchors)
+
+
+def synthetic_lr(lr_size: tuple[int, int], device=None, dtype=torch.float32) -> torch.Tensor:
+    """A deterministic 1×3×h×w test pattern in [0, 1] (smooth ramps and a sine). Its values do not change
+    the FLOPs of LIIF/LTE; for MoEISR they would decide the routing, so `count` uses it there only at
+    routing knob ±inf, where the routing ignores the content."""
+    h, w = lr_size
+    rows = torch.linspace(0, 1, h, device=device, dtype=dtype).view(h, 1)
+    cols = torch.linspace(0, 1, w, device=device, dtype=dtype).view(1, w)
+    channels = (rows * cols, 0.5 + 0.5 * torch.sin(6 * math.pi * rows * (1 - cols)), (rows + cols) / 2)
+    return torch.stack([c.expand(h, w) for c in channels]).unsqueeze(0)
+
+
+def _as_lr_batch(image: torch.Tensor) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[-3] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise UserError(f"image must be a 3×h×w or 1×3×h×w tensor, got {shape}")
+    if image.dim() == 4 and image.shape[0] != 1:
+        raise UserError(f"image must hold one image (1×3×h×w), got a batch of {image.shape[0]}")
+    if not image.is_floating_point() or image.min() < 0 or image.max() > 1:
+        raise UserError("image must be a float tensor in [0, 1] (e.g. moeisr.data.images.load_image)")
+    return image if image.dim() == 4 else image.unsqueeze(0)
+
+
+def _check_lr_size(lr_size) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in lr_size)
+    except (TypeError, ValueError):
+        raise UserError(f"lr_size {lr_size!r} must be two positive integers (h, w)") from None
+    if h < 1 or w < 1 or (h, w) != tuple(lr_size):
+        raise UserError(f"lr_size {lr_size!r} must be two positive integers (h, w)")
+    return h, w
+
+
+def _components(model: nn.Module) -> tuple[str, str | None, str]:
+    """fvcore scope names (under the wrapper) of the encoder, mapper and decoder of `model`."""
+    if isinstance(model, MoEISR):
+        return f"{_ROOT}.backbone.encoder", f"{_ROOT}.mapper", f"{_ROOT}.experts"
+    if not (hasattr(model, "encoder") and hasattr(model, "imnet")):
+        raise UserError(f"{type(model).__name__} is not an implicit SR model with an encoder and an imnet MLP")
+    return f"{_ROOT}.encoder", None, f"{_ROOT}.imnet"
+
+
+def _other_parts(wrapper: nn.Module, by_module: Mapping[str, int], components: set[str]) -> dict[str, int]:
+    """FLOPs of the modules outside the components, at the coarsest level that avoids them."""
+    parts: dict[str, int] = {}
+
+    def visit(name: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}"
+            if full in components:
+                continue
+            if any(c.startswith(full + ".") for c in components):
+                visit(full, child)
+            elif by_module.get(full, 0):
+                parts[full[len(_ROOT) + 1 :]] = int(by_module[full])
+
+    visit(_ROOT, wrapper.model)
+    return parts
+
+
+def count(
+    model: nn.Module,
+    lr_size: tuple[int, int] | None,
+    scale: float,
+    image: torch.Tensor | None = None,
+    routing_knob: float | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> FlopReport:
+    """Count the FLOPs of `model.upscale` from an LR image of `lr_size` (h, w) to round(scale·(h, w)).
+
+    image: the LR input, 3×h×w or 1×3×h×w float in [0, 1] (lr_size may then be None; if given it must
+      match). Without it a deterministic synthetic pattern is used, which is exact for LIIF/LTE (their
+      FLOPs do not depend on pixel values).
+    MoEISR: the count follows the mapper's actual routing on `image`. Without an image the routing is
+      only defined for routing_knob = +inf (every pixel to the cheapest expert) or -inf (every pixel to
+      the deepest): any other knob without an image raises UserError. routing_knob None = the model's.
+    chunk_size: output pixels per query chunk, as in `upscale`. Encoder, mapper, decoder and the per-query
+      parts do not depend on it; each chunk adds the O(h + w) element-wise FLOPs of its coordinate set-up.
+      Tracing time grows with the number of chunks, so keep chunks large.
+    The model is traced in eval mode (restored afterwards) on the device of its parameters.
+    """
+    if chunk_size < 1:
+        raise UserError(f"chunk_size must be a positive number of pixels, got {chunk_size}")
+    param = next(model.parameters())
+    if image is not None:
+        lr = _as_lr_batch(image).to(device=param.device, dtype=param.dtype)
+        image_hw = tuple(lr.shape[-2:])
+        if lr_size is not None and _check_lr_size(lr_size) != image_hw:
+            raise UserError(f"lr_size {tuple(lr_size)} does not match the image's size {image_hw}; drop one")
+        lr_size = image_hw
+    elif lr_size is None:
+        raise UserError("pass lr_size (h, w) or an LR image")
+    else:
+        lr_size = _check_lr_size(lr_size)
+        lr = synthetic_lr(lr_size, device=param.device, dtype=param.dtype)
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise UserError(f"scale {scale!r} is not a number; pass e.g. 2 or 3.7") from None
+    size = output_size(lr_size, scale)
+
+    is_moe = isinstance(model, MoEISR)
+    knob = None
+    if is_moe:
+        knob = model.routing_knob if routing_knob is None else float(routing_knob)
+        if math.isnan(knob):
+            raise UserError("routing_knob is NaN; use a float, +inf (all cheapest) or -inf (all deepest)")
+        if image is None and not math.isinf(knob):
+            raise UserError(
+                "MoEISR's FLOPs depend on the image it routes: pass an LR image (--image LR.png), or a routing "
+                "knob of +inf (all pixels to the cheapest expert) or -inf (all to the deepest)"
+            )
+        routing = "actual routing on the given image" if image is not None else "content-independent (knob ±inf)"
+    elif routing_knob is not None:
+        raise UserError(f"routing_knob applies to MoEISR models only, not to {type(model).__name__}")
+    else:
+        routing = "none (single decoder MLP)"
+
+    wrapper = _UpscaleTrace(model, size, int(chunk_size), knob)
+    zero_calls: Counter = Counter()
+    was_training = model.training
+    model.eval()
+    try:
+        analysis = FlopCountAnalysis(wrapper, (lr,))
+        analysis.set_op_handle(**extra_handles(zero_calls))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_module = analysis.by_module()
+        by_operator = analysis.by_operator()
+        uncounted = analysis.unsupported_ops()
+    finally:
+        model.train(was_training)
+    for anchor_op in ("aten::as_strided", "aten::clone"):
+        zero_calls[anchor_op] -= wrapper.n_anchors
+    zero_calls = +zero_calls  # drop the entries the anchors accounted for
+
+    encoder_name, mapper_name, decoder_name = _components(model)
+    total = int(by_module[""])
+    encoder = int(by_module.get(encoder_name, 0))
+    mapper = int(by_module.get(mapper_name, 0)) if mapper_name else 0
+    decoder = int(by_module.get(decoder_name, 0))
+    parts = _other_parts(wrapper, by_module, {n for n in (encoder_name, mapper_name, decoder_name) if n})
+    unscoped = total - encoder - mapper - decoder - sum(parts.values())
+    if unscoped:
+        parts["unscoped"] = unscoped
+
+    report = FlopReport(
+        model=str(getattr(model, "spec", {}).get("name", type(model).__name__)),
+        total=total,
+        encoder=encoder,
+        mapper=mapper,
+        decoder=decoder,
+        other=total - encoder - mapper - decoder,
+        lr_size=lr_size,
+        out_size=size,
+        scale=scale,
+        routing=routing,
+        routing_knob=knob,
+        other_parts=parts,
+        by_operator={k: int(v) for k, v in sorted(by_operator.items())},
+        zero_cost_ops=dict(sorted(zero_calls.items())),
+        uncounted_ops=dict(sorted(uncounted.items())),
+        chunk_size=int(chunk_size),
+    )
+    if is_moe:
+        _fill_experts(report, model, by_module, decoder_name)
+    return report
+
+
+def _fill_experts(report: FlopReport, model: MoEISR, by_module: Mapping[str, int], decoder_name: str) -> None:
+    """per_expert FLOPs, and the pixels routed to each expert recovered from them (exact integers)."""
+    ensemble = model.ensemble_size()
+    report.expert_hidden_lists = copy.deepcopy(model.experts.hidden_lists)
+    for j, macs in enumerate(model.experts.macs_per_input):
+        flops = int(by_module.get(f"{decoder_name}.experts.{j}", 0))
+        queries, rest = divmod(flops, ensemble * macs)
+        if rest:
+            raise RuntimeError(f"expert {j}: {flops} FLOPs is not a multiple of {ensemble}×{macs} MACs per query")
+        report.per_expert.append(flops)
+        report.expert_queries.append(queries)
+    n = sum(report.expert_queries)
+    report.expert_shares = [q / n if n else 0.0 for q in report.expert_queries]
