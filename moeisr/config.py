@@ -77,7 +77,7 @@ class ModelSpec:
 class DataSpec:
     """Training patches: HR crops of `round(inp_size * s)` px with s ~ U[scale_min, scale_max]."""
 
-    train_sets: list[str] = field(default_factory=lambda: ["DIV2K"])
+    train_sets: list[str] = field(default_factory=lambda: ["DIV2K_train"])
     inp_size: int = 48  # LR patch side, px
     scale_min: float = 1.0
     scale_max: float = 4.0

@@ -140,7 +140,7 @@ def test_the_shipped_profiles(exp_dir):
         20,
         None,
     )
-    assert paper.data.train_sets == ["DIV2K"]
+    assert paper.data.train_sets == ["DIV2K_train"]
     assert (paper.data.inp_size, paper.data.batch_size, paper.data.sample_q) == (48, 16, 2304)
     assert (paper.optim.lr, paper.optim.max_steps, paper.optim.schedule.gamma) == (1e-4, 1_000_000, 0.5)
     assert paper.optim.schedule.milestones == [200_000, 400_000, 600_000, 800_000]

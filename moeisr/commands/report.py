@@ -23,9 +23,8 @@ def run(args) -> int:
     import pandas as pd
 
     from moeisr.data.benchmark import list_images
-    from moeisr.evaluate.runner import current_commit
     from moeisr.io import atomic_write_text
-    from moeisr.report.provenance import header
+    from moeisr.report.provenance import current_commit, header
     from moeisr.report.tables import bicubic_table
 
     if not args.csv.is_file():

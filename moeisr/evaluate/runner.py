@@ -14,7 +14,6 @@ Protocol (version `PROTOCOL_VERSION`; bump it whenever a change would alter any 
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from moeisr.data.degrade import degrade, upscale_bicubic
 from moeisr.data.images import load_image
 from moeisr.evaluate.cache import BICUBIC_HASH, SHARE_PREFIX, ResultsCache, ckpt_hash, knob_label, make_key
 from moeisr.metrics import psnr, ssim
+from moeisr.report.provenance import current_commit
 
 PROTOCOL_VERSION = 1
 
@@ -69,21 +69,6 @@ def checkpoint_entry(path: str | Path, name: str | None = None, device: str = "c
         run_id=str(meta.get("run_id") or path.parent.name),
         profile=str(meta.get("profile") or ""),
     )
-
-
-def current_commit(repo: Path | None = None) -> str:
-    """The git commit of the code (with '+dirty' when the tree has changes), or 'unknown'."""
-    repo = repo or Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
 
 
 @dataclass

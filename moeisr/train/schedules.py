@@ -1,0 +1,61 @@
+"""Learning-rate schedules: linear warm-up, then `step`, `cosine` or `constant`, as a pure function of the step.
+
+The rate is recomputed from the step count before every optimiser step, so resuming needs nothing but
+the step (the scheduler state in a checkpoint is only a record of it):
+
+- warm-up: for step < warmup_steps, lr * (step + 1) / warmup_steps (the first step is never at lr 0);
+- `constant`: lr;
+- `step`: lr * gamma ** (number of milestones <= step); milestones count from step 0, warm-up included;
+- `cosine`: min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2 with t = (step - warmup) / (max_steps - warmup),
+  so the rate reaches min_lr at max_steps.
+
+`step` is the number of optimiser steps already taken (0 for the first).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import torch
+
+from moeisr.config import OptimSpec
+
+
+def lr_at(optim: OptimSpec, step: int) -> float:
+    """The learning rate of optimiser step `step` (0-based) under `optim` (module docstring)."""
+    base, schedule, warmup = optim.lr, optim.schedule, optim.warmup_steps
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if schedule.name == "constant":
+        return base
+    if schedule.name == "step":
+        return base * schedule.gamma ** bisect.bisect_right(schedule.milestones, step)
+    if schedule.name == "cosine":
+        t = min(max((step - warmup) / max(optim.max_steps - warmup, 1), 0.0), 1.0)
+        return schedule.min_lr + (base - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {schedule.name!r}")
+
+
+class LRSchedule:
+    """Sets the optimiser's learning rate from `lr_at` before each step; its state is just the step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, optim: OptimSpec):
+        self.optimizer = optimizer
+        self.optim = optim
+        self.step = 0
+        self.lr = lr_at(optim, 0)
+
+    def apply(self, step: int) -> float:
+        """Set every parameter group's lr for optimiser step `step` (0-based); returns it."""
+        self.step = int(step)
+        self.lr = lr_at(self.optim, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        return self.lr
+
+    def state_dict(self) -> dict:
+        return {"name": self.optim.schedule.name, "step": self.step, "lr": self.lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.apply(int(state["step"]))
