@@ -1,11 +1,13 @@
 """`moeisr sr`: real Set14 images through bicubic and a checkpoint; scale/size validation; default CKPT."""
 
 import pytest
+import torch
 from PIL import Image
 from test_models_support import read_image, set14, small_model
 
 from moeisr.cli import main
 from moeisr.models.checkpoint import save_checkpoint
+from moeisr.registry import models
 
 
 def run(*argv):
@@ -48,6 +50,7 @@ def test_bad_sizes_are_refused(tmp_path, capsys, size):
 
 def test_missing_default_checkpoint_says_how_to_pass_one(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("moeisr.data.roots.repo_root", lambda: tmp_path)  # hide the bundled checkpoints
     assert run(set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.png") == 2
     err = capsys.readouterr().err.strip()
     assert "no default checkpoint is available yet" in err and "moeisr sr CKPT" in err and "\n" not in err
@@ -55,7 +58,8 @@ def test_missing_default_checkpoint_says_how_to_pass_one(tmp_path, capsys, monke
 
 def test_default_checkpoint_is_used_when_present(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    save_checkpoint(tmp_path / "results" / "checkpoints" / "default.pth", small_model("liif"))
+    monkeypatch.setattr("moeisr.data.roots.repo_root", lambda: tmp_path)
+    save_checkpoint(tmp_path / "results" / "checkpoints" / "liif.pt", small_model("liif"))
     assert run(set14("face", "X4"), "--scale", 1.5, "-o", tmp_path / "x.png") == 0
     with Image.open(tmp_path / "x.png") as im:
         assert im.size == (round(69 * 1.5), round(69 * 1.5))
@@ -73,3 +77,31 @@ def test_bad_knobs_are_refused(tmp_path, capsys, option, value):
     ckpt = save_checkpoint(tmp_path / "m.pth", small_model("liif"))
     assert run(ckpt, set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.png", option, value) == 2
     assert option in capsys.readouterr().err
+
+
+def test_expert_map_and_routing_knob_of_a_moeisr_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    backbone = small_model("liif", hidden=(32, 32, 32))
+    moe = models.make(
+        {"name": "moeisr", "args": {"backbone_spec": backbone.spec, "mapper": {"n_layers": 1, "width": 8}}}
+    )
+    ckpt = save_checkpoint(tmp_path / "moe.pt", moe)
+    src = set14("face", "X4")  # 69×69
+    out, emap = tmp_path / "sr.png", tmp_path / "map.png"
+    assert run(ckpt, src, "--scale", 2.5, "-o", out, "--expert-map", emap, "--routing-knob", "inf") == 0
+    printed = capsys.readouterr().out
+    assert "expert 0 (yellow, hidden [32]): 100.0% of pixels" in printed
+    with Image.open(emap) as im:
+        assert im.size == (round(69 * 2.5), round(69 * 2.5))
+        assert len(set(im.getdata())) == 1  # every pixel the cheapest expert's colour
+    assert run(ckpt, src, "--scale", 2.5, "-o", out, "--expert-map", emap, "--routing-knob", "-inf") == 0
+    assert "expert 2 (blue, hidden [32, 32, 32]): 100.0% of pixels" in capsys.readouterr().out
+
+
+def test_expert_map_needs_a_moeisr_checkpoint(tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "liif.pt", small_model("liif"))
+    assert (
+        run(ckpt, set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.png", "--expert-map", tmp_path / "m.png") == 2
+    )
+    assert "--expert-map needs a MoEISR checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 from moeisr.errors import UserError
 
 DEFAULT_CHECKPOINT_DIR = Path("results/checkpoints")
+# The bundled cpu-profile checkpoints, best first (written by `moeisr reproduce`).
+DEFAULT_NAMES = ("moeisr_liif.pt", "liif.pt", "default.pth")
 BICUBIC = "bicubic"
 
 
@@ -38,15 +41,34 @@ def add_parser(subparsers) -> None:
         metavar="S",
         help="decode scales above S with the cell of scale S (LTE's out-of-distribution rule); default: true cell",
     )
+    parser.add_argument(
+        "--routing-knob",
+        type=float,
+        default=None,
+        metavar="V",
+        help="MoEISR only: > 0 sends more pixels to cheaper experts, < 0 to deeper; inf/-inf = all cheapest/deepest",
+    )
+    parser.add_argument(
+        "--expert-map",
+        metavar="MAP",
+        default=None,
+        help="MoEISR only: also write the per-pixel expert map (.png; yellow/green/blue/red = cheapest..deepest)",
+    )
     parser.set_defaults(func=run)
 
 
-def default_checkpoint(directory: Path = DEFAULT_CHECKPOINT_DIR) -> Path | None:
-    """`default.pth` in `directory`, else its only `.pth` file, else None."""
-    if (directory / "default.pth").is_file():
-        return directory / "default.pth"
-    found = sorted(directory.glob("*.pth")) if directory.is_dir() else []
-    return found[0] if len(found) == 1 else None
+def default_checkpoint(directory: Path | None = None) -> Path | None:
+    """The bundled checkpoint (DEFAULT_NAMES, in order) under ./results/checkpoints or the checkout's, or None."""
+    from moeisr.data.roots import repo_root
+
+    directories = (
+        [directory] if directory is not None else [DEFAULT_CHECKPOINT_DIR, repo_root() / DEFAULT_CHECKPOINT_DIR]
+    )
+    for folder in directories:
+        for name in DEFAULT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -90,11 +112,40 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"output size {size[1]}x{size[0]} is smaller than the input {w}x{h}; moeisr sr only upscales")
     if args.cell_clamp is not None and not args.cell_clamp >= 1:
         raise UserError(f"--cell-clamp must be a scale >= 1, got {args.cell_clamp}")
+    for option in ("expert_map", "routing_knob"):
+        if getattr(args, option) is not None and (ckpt == BICUBIC or not _is_moe_checkpoint(ckpt)):
+            raise UserError(f"--{option.replace('_', '-')} needs a MoEISR checkpoint; {ckpt} is not one")
+    if args.routing_knob is not None and math.isnan(args.routing_knob):
+        raise UserError("--routing-knob is NaN; use a number, inf (all cheapest) or -inf (all deepest)")
+    if args.expert_map is not None and Path(args.expert_map).suffix.lower() not in (".png", ".webp"):
+        raise UserError(f"expert map {args.expert_map} must end in .png or .webp")
     if ckpt == BICUBIC:
         sr = upscale_bicubic(lr, size)
     else:
         model = load_model(ckpt, map_location=args.device)
         large = size[0] * size[1] > 4 * chunk_size
-        sr = model.upscale(lr, size, chunk_size=chunk_size, progress=large, cell_clamp=args.cell_clamp)
+        knob = {} if args.routing_knob is None else {"routing_knob": args.routing_knob}
+        sr = model.upscale(lr, size, chunk_size=chunk_size, progress=large, cell_clamp=args.cell_clamp, **knob)
     save_image(sr.cpu(), Path(args.output))
+    if args.expert_map is not None:
+        write_expert_map(model, lr, size, Path(args.expert_map), chunk_size, args.cell_clamp, args.routing_knob)
     return 0
+
+
+def _is_moe_checkpoint(path: str) -> bool:
+    from moeisr.models.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)["model"]["name"] == "moeisr"
+
+
+def write_expert_map(model, lr, size, path: Path, chunk_size, cell_clamp, knob) -> None:
+    """Save the coloured expert map of `model` on `lr` at `size` and print each expert's share of pixels."""
+    from moeisr.data.images import save_image
+    from moeisr.models.moe.colors import COLOR_NAMES, colorize_expert_map
+
+    experts = model.expert_map(lr, size, chunk_size=chunk_size, cell_clamp=cell_clamp, routing_knob=knob)
+    image, shares = colorize_expert_map(experts[0], model.n_experts)
+    save_image(image.cpu(), path)
+    for j, (share, hidden) in enumerate(zip(shares.tolist(), model.experts.hidden_lists, strict=True)):
+        name = COLOR_NAMES[j] if j < len(COLOR_NAMES) else f"colour {j}"
+        print(f"expert {j} ({name}, hidden {hidden}): {100 * share:.1f}% of pixels")
