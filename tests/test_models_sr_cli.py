@@ -94,7 +94,7 @@ def test_expert_map_and_routing_knob_of_a_moeisr_checkpoint(tmp_path, capsys):
     with Image.open(emap) as im:
         assert im.size == (round(69 * 2.5), round(69 * 2.5))
         assert len(set(im.getdata())) == 1  # every pixel the cheapest expert's colour
-    assert run(ckpt, src, "--scale", 2.5, "-o", out, "--expert-map", emap, "--routing-knob", "-inf") == 0
+    assert run(ckpt, src, "--scale", 2.5, "-o", out, "--expert-map", emap, "--routing-knob=-inf") == 0
     assert "expert 2 (blue, hidden [32, 32, 32]): 100.0% of pixels" in capsys.readouterr().out
 
 
