@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 
 import moeisr.models  # noqa: F401  (registers every model name)
 from moeisr.errors import UserError
+from moeisr.io import atomic_torch_save
 from moeisr.registry import models
 
 FORMAT = "moeisr"
@@ -108,16 +108,4 @@ def save_checkpoint(
     }
     if train_state is not None:
         payload["train_state"] = dict(train_state)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
