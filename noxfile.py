@@ -32,3 +32,10 @@ def tests(session):
     install_project(session)
     # Exit code 5 (no tests collected) is not a failure of the code under test.
     session.run("pytest", "-q", *session.posargs, success_codes=[0, 5])
+
+
+@nox.session
+def reproduce_tables(session):
+    """Train or reuse the models, evaluate them, regenerate results/ (`-- --profile smoke|cpu|paper`, more flags)."""
+    install_project(session)
+    session.run("moeisr", "reproduce", *session.posargs)

@@ -1,4 +1,4 @@
-"""`moeisr data|sr|eval|train|flops|report`: a thin layer over the library.
+"""`moeisr data|sr|eval|train|flops|report|reproduce`: a thin layer over the library.
 
 Each subcommand lives in `moeisr/commands/<name>.py` and exposes `add_parser(subparsers)`, which
 registers its arguments and sets `func` (a callable taking the parsed namespace, returning an exit code).
@@ -13,7 +13,7 @@ import sys
 from moeisr import __version__
 from moeisr.errors import UserError
 
-COMMANDS = ("data", "sr", "eval", "flops", "train", "report")
+COMMANDS = ("data", "sr", "eval", "flops", "train", "report", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
         type=float,
         default=None,
         metavar="V",
-        help="MoEISR only: > 0 sends more pixels to cheaper experts, < 0 to deeper; inf = all cheapest, =-inf all deepest",
+        help="MoEISR only: > 0 favours cheaper experts, < 0 deeper; inf = all cheapest, =-inf all deepest",
     )
     parser.add_argument(
         "--expert-map",

@@ -1,14 +1,45 @@
-"""Markdown tables rendered from tidy result rows (one row per model, dataset, image, scale, knob)."""
+"""Markdown tables rendered from tidy result rows (one row per model, dataset, image, scale, knob).
+
+Every comparison averages over the images that all compared models have (an inner join per image), so a
+partially filled cache never compares means over different images.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from moeisr.report.published import BICUBIC_PSNR
+from moeisr.report.published import BICUBIC_PSNR, PUBLISHED_SR, SOURCES, PublishedResult
 
 SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
+FLOPS_HEADER = "GFLOPs, fvcore: 1 MAC = 1 FLOP"
+IMAGE_KEYS = ["dataset", "image", "scale"]
+MATCH_KEYS = ["model", "dataset", "image", "scale", "knob"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone, the same backbone fine-tuned for the MoEISR budget, and MoEISR over it (`model` column names)."""
+
+    label: str
+    backbone: str
+    equal: str
+    moe: str
+
+    @property
+    def moe_label(self) -> str:
+        return f"MoEISR-{self.label}"
+
+
+FAMILIES = (
+    Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif"),
+    Family("LTE", "lte", "lte-equal-budget", "moeisr-lte"),
+)
+MODEL_ORDER = ("bicubic", "liif", "liif-equal-budget", "moeisr-liif", "lte", "lte-equal-budget", "moeisr-lte")
 
 
 def set_means(frame: pd.DataFrame, metrics: Sequence[str] = ("psnr", "ssim", "lpips")) -> pd.DataFrame:
@@ -25,11 +56,38 @@ def dataset_label(name: str, n: int, total: int | None) -> str:
     return f"{name} (first {n})" if total is not None and n < total else name
 
 
+def sort_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the usual order: datasets as in SET_ORDER (others after, by name), then scale, then knob."""
+    order = {name: i for i, name in enumerate(SET_ORDER)}
+    keys = [c for c in ("dataset", "scale", "knob", "image") if c in frame.columns]
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name == "dataset":
+            return column.map(lambda d: (order.get(d, len(order)), d))
+        return column
+
+    return frame.sort_values(keys, key=key, kind="stable").reset_index(drop=True)
+
+
+def _fmt(value, digits: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _scale_label(scale: float) -> str:
+    return f"×{scale:g}"
+
+
+def _markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "_(no rows)_"
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
 def bicubic_table(frame: pd.DataFrame, set_sizes: dict[str, int] | None = None) -> str:
     """Markdown: bicubic PSNR/SSIM/LPIPS per set and scale, next to the published PSNR and the difference."""
-    means = set_means(frame[frame["model"] == "bicubic"])
-    order = {name: i for i, name in enumerate(SET_ORDER)}
-    means = means.sort_values(["dataset", "scale"], key=lambda c: c.map(order) if c.name == "dataset" else c)
+    means = sort_cells(set_means(frame[frame["model"] == "bicubic"]))
     rows = []
     for _, r in means.iterrows():
         published = BICUBIC_PSNR.get((r["dataset"], int(r["scale"])))
@@ -46,3 +104,274 @@ def bicubic_table(frame: pd.DataFrame, set_sizes: dict[str, int] | None = None) 
             }
         )
     return pd.DataFrame(rows).to_markdown(index=False)
+
+
+# ------------------------------------------------------------------------------------- families
+
+
+def _per_image(frame: pd.DataFrame, model: str, prefix: str, keep_knob: bool = False) -> pd.DataFrame:
+    rows = frame[frame["model"] == model]
+    columns = IMAGE_KEYS + (["knob"] if keep_knob else []) + ["psnr", "gflops"]
+    out = rows[columns].rename(columns={"psnr": f"{prefix}_psnr", "gflops": f"{prefix}_gflops"})
+    return out.drop_duplicates(subset=IMAGE_KEYS + (["knob"] if keep_knob else []), keep="last")
+
+
+def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
+    """Per (dataset, scale, knob): mean PSNR/GFLOPs of the family's three models over their common images.
+
+    Columns: dataset, scale, knob, n, bicubic_psnr (NaN without bicubic rows), {backbone,equal,moe}_{psnr,gflops},
+    d_psnr_equal = moe − equal and d_psnr_backbone = moe − backbone (dB), saved_pct = 100·(1 − moe/equal GFLOPs).
+    Empty when any of the three models has no rows.
+    """
+    moe = _per_image(frame, family.moe, "moe", keep_knob=True)
+    backbone = _per_image(frame, family.backbone, "backbone")
+    equal = _per_image(frame, family.equal, "equal")
+    if moe.empty or backbone.empty or equal.empty:
+        return pd.DataFrame()
+    merged = moe.merge(backbone, on=IMAGE_KEYS).merge(equal, on=IMAGE_KEYS)
+    bicubic = _per_image(frame, "bicubic", "bicubic")[IMAGE_KEYS + ["bicubic_psnr"]]
+    merged = merged.merge(bicubic, on=IMAGE_KEYS, how="left")
+    if merged.empty:
+        return pd.DataFrame()
+    grouped = merged.groupby(["dataset", "scale", "knob"], sort=False)
+    cells = grouped[[c for c in merged.columns if c.endswith(("_psnr", "_gflops"))]].mean()
+    cells["n"] = grouped.size()
+    cells = cells.reset_index()
+    cells["d_psnr_equal"] = cells["moe_psnr"] - cells["equal_psnr"]
+    cells["d_psnr_backbone"] = cells["moe_psnr"] - cells["backbone_psnr"]
+    cells["saved_pct"] = 100.0 * (1.0 - cells["moe_gflops"] / cells["equal_gflops"])
+    return sort_cells(cells)
+
+
+def main_table(
+    frame: pd.DataFrame, set_sizes: Mapping[str, int] | None = None, families: Sequence[Family] = FAMILIES
+) -> str:
+    """Markdown: per family, each dataset and scale with PSNR and GFLOPs of the backbone, its equal-budget
+    fine-tune and MoEISR, MoEISR's ΔPSNR vs the equal-budget backbone and the % of its FLOPs saved."""
+    sections = [
+        f"**{FLOPS_HEADER}** (element-wise arithmetic 1 FLOP per element, see docs/flops.md); GFLOPs and PSNR "
+        "(dB, Y channel, shave = scale) are means per image over the images every model of the row has. "
+        "ΔPSNR and FLOPs saved compare MoEISR with the equal-budget backbone (the backbone fine-tuned for "
+        "exactly MoEISR's extra steps)."
+    ]
+    for family in families:
+        cells = family_cells(frame, family)
+        show_knob = not cells.empty and cells["knob"].nunique() > 1
+        rows = []
+        for _, c in cells.iterrows():
+            row = {
+                "dataset": dataset_label(c["dataset"], int(c["n"]), (set_sizes or {}).get(c["dataset"])),
+                "scale": _scale_label(c["scale"]),
+            }
+            if show_knob:
+                row["knob"] = c["knob"]
+            row.update(
+                {
+                    "images": str(int(c["n"])),
+                    "bicubic PSNR": _fmt(c["bicubic_psnr"], 2),
+                    f"{family.label} PSNR": _fmt(c["backbone_psnr"], 2),
+                    f"{family.label} equal-budget PSNR": _fmt(c["equal_psnr"], 2),
+                    f"{family.moe_label} PSNR": _fmt(c["moe_psnr"], 2),
+                    "ΔPSNR vs equal budget (dB)": _fmt(c["d_psnr_equal"], 3, signed=True),
+                    f"{family.label} GFLOPs": _fmt(c["backbone_gflops"], 2),
+                    f"{family.label} equal-budget GFLOPs": _fmt(c["equal_gflops"], 2),
+                    f"{family.moe_label} GFLOPs": _fmt(c["moe_gflops"], 2),
+                    "FLOPs saved (%)": _fmt(c["saved_pct"], 1),
+                }
+            )
+            rows.append(row)
+        sections.append(f"### {family.label}: {family.label}, {family.label} equal budget, {family.moe_label}")
+        sections.append(_markdown(rows))
+    return "\n\n".join(sections) + "\n"
+
+
+# -------------------------------------------------------------------------------------- experts
+
+
+def share_columns(frame: pd.DataFrame) -> list[str]:
+    """The expert-share columns present in `frame`, in expert order (share_0, share_1, ...)."""
+    found = [c for c in frame.columns if c.startswith("share_") and c[6:].isdigit()]
+    return sorted(found, key=lambda c: int(c[6:]))
+
+
+def pixel_shares(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per (dataset, scale, knob): the share of output pixels routed to each expert, pooled over images.
+
+    Each image weighs by its output pixel count round(lr_h·s)·round(lr_w·s). Columns: dataset, scale, knob, n,
+    share_0..share_{J-1} (fractions summing to 1). Empty if `model` has no share columns filled.
+    """
+    rows = frame[frame["model"] == model]
+    columns = [c for c in share_columns(rows) if rows[c].notna().any()]
+    if rows.empty or not columns:
+        return pd.DataFrame()
+    pixels = [round(h * s) * round(w * s) for h, w, s in zip(rows["lr_h"], rows["lr_w"], rows["scale"], strict=True)]
+    weighted = rows[columns].fillna(0.0).mul(np.asarray(pixels, dtype=np.float64), axis=0)
+    weighted[["dataset", "scale", "knob"]] = rows[["dataset", "scale", "knob"]]
+    grouped = weighted.groupby(["dataset", "scale", "knob"], sort=False)
+    sums = grouped[columns].sum()
+    shares = sums.div(sums.sum(axis=1), axis=0)
+    shares["n"] = grouped.size()
+    return sort_cells(shares.reset_index())
+
+
+def experts_table(
+    frame: pd.DataFrame,
+    experts: Mapping[str, Sequence[tuple[str, float]]],
+    set_sizes: Mapping[str, int] | None = None,
+) -> str:
+    """Markdown: per MoEISR model, the % of output pixels each expert decodes, per dataset and scale.
+
+    experts: model name → [(label, relative cost c_j / c_max)] per expert, cheapest first. The last column is
+    the mean relative decoder cost Σ_j share_j · c_j / c_max (100% = every pixel to the deepest expert).
+    """
+    sections = []
+    for model, info in experts.items():
+        cells = pixel_shares(frame, model)
+        legend = "; ".join(
+            f"expert {j} = {label} ({100 * cost:.0f}% of the deepest expert's MACs)"
+            for j, (label, cost) in enumerate(info)
+        )
+        sections.append(f"### {model}\n\n{legend}.")
+        rows = []
+        for _, c in cells.iterrows():
+            shares = [c.get(f"share_{j}", math.nan) for j in range(len(info))]
+            row = {
+                "dataset": dataset_label(c["dataset"], int(c["n"]), (set_sizes or {}).get(c["dataset"])),
+                "scale": _scale_label(c["scale"]),
+                "knob": c["knob"],
+                "images": str(int(c["n"])),
+            }
+            for j, share in enumerate(shares):
+                row[f"expert {j} (%)"] = _fmt(100 * share, 1)
+            cost = sum(s * cost for s, (_, cost) in zip(shares, info, strict=True))
+            row["mean relative decoder cost (%)"] = _fmt(100 * cost, 1)
+            rows.append(row)
+        sections.append(_markdown(rows))
+    return "\n\n".join(sections) + "\n"
+
+
+# ------------------------------------------------------------------------------------ published
+
+
+def published_table(
+    frame: pd.DataFrame,
+    set_sizes: Mapping[str, int] | None = None,
+    published: Sequence[PublishedResult] = PUBLISHED_SR,
+    families: Sequence[Family] = FAMILIES,
+) -> str:
+    """Markdown: the published LIIF/LTE PSNRs for our rows, marked as citations; a note when none are on file."""
+    lines = [
+        "**Citations, not measurements of this suite.** The published numbers come from other hardware, other "
+        "training data (DIV2K, 800 images) and other budgets (LIIF/LTE: 1000 epochs on GPUs, full-size EDSR-baseline "
+        "encoders); they are quoted to place our rows, not to compare with them.",
+        "",
+        "Sources:",
+        *(f"- {source}" for source in SOURCES),
+        "",
+    ]
+    if not published:
+        lines.append(
+            "_No published numbers are on file_: the papers' tables could not be read from a primary source with the "
+            "tools this suite was built with, and numbers typed from memory are not citations. Add them to "
+            "`moeisr/report/published.py` (`PUBLISHED_SR`) and this table fills in."
+        )
+        return "\n".join(lines) + "\n"
+    by_model = {f.backbone: f for f in families}
+    ours = set_means(frame, metrics=("psnr",)) if len(frame) else pd.DataFrame(columns=["model"])
+    rows = []
+    for item in sorted(
+        published,
+        key=lambda p: (p.family, SET_ORDER.index(p.dataset) if p.dataset in SET_ORDER else len(SET_ORDER), p.scale),
+    ):
+        family = by_model.get(item.family)
+        row = {
+            "paper": f"{item.paper}, {item.table}",
+            "published model": item.model,
+            "dataset": item.dataset,
+            "scale": _scale_label(item.scale),
+            "published PSNR (cited)": _fmt(item.psnr, 2),
+        }
+        for name in (family.backbone, family.moe) if family else ():
+            match = ours[(ours["model"] == name) & (ours["dataset"] == item.dataset) & (ours["scale"] == item.scale)]
+            if len(match):
+                label = dataset_label(item.dataset, int(match["n"].iloc[0]), (set_sizes or {}).get(item.dataset))
+                value = f"{match['psnr'].iloc[0]:.2f} ({label})"
+            else:
+                value = "not evaluated"
+            row[f"ours: {name}"] = value
+        rows.append(row)
+    lines.append(_markdown(rows))
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ reproduction check
+
+
+def _match_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["scale"] = out["scale"].astype(float)
+    out["knob"] = out["knob"].astype(str)
+    out["image"] = out["image"].astype(str)
+    out["ckpt_hash"] = out["ckpt_hash"].astype(str)
+    return out.drop_duplicates(subset=MATCH_KEYS, keep="last")
+
+
+def _max_abs(values: pd.Series) -> float:
+    values = values.abs().dropna()
+    return float(values.max()) if len(values) else math.nan
+
+
+def reproduction_check(committed: pd.DataFrame, recomputed: pd.DataFrame) -> pd.DataFrame:
+    """Per model: how recomputed rows differ from committed ones, matched on (model, dataset, image, scale, knob).
+
+    Columns: model, compared (rows in both), only_committed, only_recomputed, max_abs_dpsnr (dB), max_abs_dgflops,
+    same_checkpoints (every compared row has the same ckpt_hash). NaN maxima when nothing was compared.
+    """
+    old, new = _match_frame(committed), _match_frame(recomputed)
+    both = old.merge(new, on=MATCH_KEYS, suffixes=("_old", "_new"))
+    models = [m for m in MODEL_ORDER if m in set(old["model"]) | set(new["model"])]
+    models += sorted((set(old["model"]) | set(new["model"])) - set(models))
+    rows = []
+    for model in models:
+        pair = both[both["model"] == model]
+        keys_old = set(map(tuple, old.loc[old["model"] == model, MATCH_KEYS].to_numpy().tolist()))
+        keys_new = set(map(tuple, new.loc[new["model"] == model, MATCH_KEYS].to_numpy().tolist()))
+        rows.append(
+            {
+                "model": model,
+                "compared": len(pair),
+                "only_committed": len(keys_old - keys_new),
+                "only_recomputed": len(keys_new - keys_old),
+                "max_abs_dpsnr": _max_abs(pair["psnr_new"] - pair["psnr_old"]),
+                "max_abs_dgflops": _max_abs(pair["gflops_new"] - pair["gflops_old"]),
+                "same_checkpoints": bool(
+                    (pair["ckpt_hash_old"].astype(str) == pair["ckpt_hash_new"].astype(str)).all()
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reproduction_table(check: pd.DataFrame, target_db: float = 0.01) -> str:
+    """Markdown of `reproduction_check` with a one-line verdict against `target_db`."""
+    if check.empty or int(check["compared"].sum()) == 0:
+        return "_Nothing to compare: no committed rows match the recomputed grid._\n"
+    rows = [
+        {
+            "model": r["model"],
+            "rows compared": str(int(r["compared"])),
+            "only committed": str(int(r["only_committed"])),
+            "only recomputed": str(int(r["only_recomputed"])),
+            "max abs ΔPSNR (dB)": _fmt(r["max_abs_dpsnr"], 4),
+            "max abs ΔGFLOPs": _fmt(r["max_abs_dgflops"], 4),
+            "same checkpoints": "yes" if r["same_checkpoints"] else "no",
+        }
+        for _, r in check.iterrows()
+    ]
+    worst = float(np.nanmax(check["max_abs_dpsnr"].to_numpy(dtype=float))) if check["compared"].sum() else math.nan
+    if math.isnan(worst):
+        verdict = "no PSNR was compared."
+    else:
+        verdict = f"largest absolute ΔPSNR {worst:.4f} dB: {'within' if worst <= target_db else 'ABOVE'} the "
+        verdict += f"{target_db} dB target."
+    return _markdown(rows) + f"\n\nVerdict: {verdict}\n"

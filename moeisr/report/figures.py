@@ -1,0 +1,341 @@
+"""Figures for REPORT.md (matplotlib's Agg canvas, seaborn styling; no pyplot, so no global figure state).
+
+Plotting functions take tidy rows or precomputed pictures and write one PNG each, atomically. The two helpers
+that run models (`expert_map_sample`, `qualitative_crops`) take B×3×H×W-free inputs: a 3×H×W HR image in
+[0, 1], from which they make the protocol's LR with `moeisr.data.degrade.degrade`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from moeisr.data.degrade import degrade, upscale_bicubic
+from moeisr.metrics import psnr
+from moeisr.models.moe.colors import COLOR_NAMES, colorize_expert_map, expert_colors
+from moeisr.report.tables import FAMILIES, MODEL_ORDER, Family, dataset_label, sort_cells
+
+DPI = 110
+STYLE = {"bicubic": ("#7f7f7f", "x"), "liif": ("#1f77b4", "o"), "liif-equal-budget": ("#6baed6", "s"),
+         "moeisr-liif": ("#08306b", "*"), "lte": ("#d62728", "o"), "lte-equal-budget": ("#fc9272", "s"),
+         "moeisr-lte": ("#67000d", "*")}  # fmt: skip
+
+
+def _style(model: str) -> tuple[str, str]:
+    return STYLE.get(model, ("#2ca02c", "D"))
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as PNG to `path` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _styled(func):
+    """Draw under seaborn's whitegrid/paper style, restoring matplotlib's settings afterwards."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _to_numpy(img: torch.Tensor) -> np.ndarray:
+    """3×H×W in [0, 1] → H×W×3 float array for imshow."""
+    return img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------- from rows
+
+
+@_styled
+def psnr_vs_gflops(
+    frame: pd.DataFrame, path: str | os.PathLike, set_sizes: Mapping[str, int] | None = None
+) -> Path | None:
+    """One panel per dataset (rows) and scale (columns): mean GFLOPs vs mean PSNR, one marker per model.
+
+    Bicubic has no FLOPs count and is drawn as a dashed horizontal line. None when there is nothing to plot.
+    """
+    if frame.empty:
+        return None
+    means = frame.groupby(["model", "dataset", "scale", "knob"], sort=False).agg(
+        psnr=("psnr", "mean"), gflops=("gflops", "mean"), n=("psnr", "size")
+    )
+    means = sort_cells(means.reset_index())
+    rank = {m: i for i, m in enumerate(MODEL_ORDER)}
+    means = means.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
+    datasets = list(dict.fromkeys(means["dataset"]))
+    scales = sorted(set(means["scale"]))
+    fig = _new_figure(2.4 * len(scales) + 1.6, 2.2 * len(datasets) + 0.6)
+    axes = fig.subplots(len(datasets), len(scales), squeeze=False)
+    handles = {}
+    for i, dataset in enumerate(datasets):
+        for j, scale in enumerate(scales):
+            ax = axes[i][j]
+            cell = means[(means["dataset"] == dataset) & (means["scale"] == scale)]
+            if cell.empty:
+                ax.set_axis_off()
+                continue
+            for _, r in cell.iterrows():
+                color, marker = _style(r["model"])
+                label = r["model"] if r["knob"] == "none" else f"{r['model']} (knob {r['knob']})"
+                if math.isnan(r["gflops"]):
+                    handles[label] = ax.axhline(r["psnr"], color=color, linestyle="--", linewidth=1, label=label)
+                else:
+                    handles[label] = ax.scatter(
+                        r["gflops"], r["psnr"], color=color, marker=marker, s=70 if marker == "*" else 36, label=label
+                    )
+            n = int(cell["n"].max())
+            ax.set_title(f"{dataset_label(dataset, n, (set_sizes or {}).get(dataset))} ×{scale:g}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if i == len(datasets) - 1:
+                ax.set_xlabel("GFLOPs per image (fvcore)", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("PSNR (dB)", fontsize=7)
+    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=7)
+    fig.suptitle("PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)", fontsize=9)
+    return save_figure(fig, path)
+
+
+@_styled
+def flops_distribution(
+    frame: pd.DataFrame, path: str | os.PathLike, families: Sequence[Family] = FAMILIES
+) -> Path | None:
+    """Per-image FLOPs of each MoEISR model as % of its backbone's FLOPs on the same image and scale.
+
+    One panel per dataset, scales on x, one box per MoEISR model. The backbone's FLOPs depend only on the image
+    size; MoEISR's also on the routing, so the spread is the routing's per-image adaptivity.
+    """
+    parts = []
+    for family in families:
+        moe = frame[frame["model"] == family.moe][["dataset", "image", "scale", "knob", "gflops"]]
+        base = frame[frame["model"] == family.backbone][["dataset", "image", "scale", "gflops"]]
+        merged = moe.merge(base, on=["dataset", "image", "scale"], suffixes=("", "_backbone"))
+        if merged.empty:
+            continue
+        merged["relative"] = 100.0 * merged["gflops"] / merged["gflops_backbone"]
+        merged["model"] = family.moe
+        parts.append(merged)
+    if not parts:
+        return None
+    data = sort_cells(pd.concat(parts, ignore_index=True).dropna(subset=["relative"]))
+    if data.empty:
+        return None
+    data["scale label"] = data["scale"].map(lambda s: f"×{s:g}")
+    datasets = list(dict.fromkeys(data["dataset"]))
+    fig = _new_figure(3.4 * len(datasets) + 0.8, 3.2)
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    palette = {f.moe: _style(f.moe)[0] for f in families}
+    for ax, dataset in zip(axes, datasets, strict=True):
+        part = data[data["dataset"] == dataset]
+        sns.boxplot(
+            data=part, x="scale label", y="relative", hue="model", palette=palette, ax=ax, fliersize=2, linewidth=0.8
+        )
+        ax.axhline(100.0, color="#444444", linestyle=":", linewidth=1)
+        ax.set_title(f"{dataset} ({part['image'].nunique()} images)", fontsize=8)
+        ax.set_xlabel("scale", fontsize=7)
+        ax.set_ylabel("FLOPs per image, % of the backbone's", fontsize=7)
+        ax.tick_params(labelsize=7)
+        if ax is not axes[-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle("Distribution of per-image FLOPs: MoEISR relative to its backbone (100% = same FLOPs)", fontsize=9)
+    return save_figure(fig, path)
+
+
+@_styled
+def learning_curves(
+    logs: Mapping[str, pd.DataFrame], offsets: Mapping[str, int], path: str | os.PathLike
+) -> Path | None:
+    """Training L1 (left) and validation PSNR (right, if any run validated) against the global step.
+
+    logs: model name → its run's log.csv rows (step, l1, val_psnr, ...); offsets: steps its parent trained before
+    it (fine-tunes continue on the parent's axis). None when no log has rows.
+    """
+    logs = {name: log for name, log in logs.items() if len(log)}
+    if not logs:
+        return None
+    has_val = any("val_psnr" in log and log["val_psnr"].notna().any() for log in logs.values())
+    fig = _new_figure(10 if has_val else 6, 3.4)
+    axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
+    for name, log in logs.items():
+        color, _ = _style(name)
+        step = log["step"] + offsets.get(name, 0)
+        axes[0].plot(step, log["l1"], color=color, marker=".", markersize=3, linewidth=1, label=name)
+        if has_val and "val_psnr" in log:
+            val = log["val_psnr"].notna()
+            if val.any():
+                axes[1].plot(step[val], log["val_psnr"][val], color=color, marker=".", linewidth=1, label=name)
+    axes[0].set_xlabel("step (fine-tunes continue after their parent)", fontsize=7)
+    axes[0].set_ylabel("training L1 (mean over the logging window)", fontsize=7)
+    axes[0].set_yscale("log")
+    if has_val:
+        axes[1].set_xlabel("step", fontsize=7)
+        axes[1].set_ylabel("validation PSNR (dB)", fontsize=7)
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle("Learning curves (from each run's log.csv)", fontsize=9)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------- from models
+
+
+@dataclass
+class ExpertMapSample:
+    """One image: its LR input and, per MoEISR model, the coloured expert map and the pixel shares."""
+
+    title: str
+    lr: torch.Tensor  # 3×h×w in [0, 1]
+    maps: list[tuple[str, torch.Tensor, list[float]]] = field(default_factory=list)  # (model, 3×H×W, shares)
+
+
+def expert_map_sample(
+    title: str, hr: torch.Tensor, scale: float, models: Mapping[str, torch.nn.Module], device: str = "cpu"
+) -> ExpertMapSample:
+    """The expert maps of `models` (name → MoEISR in eval mode) on the protocol LR of `hr` (3×H×W in [0, 1])."""
+    hr_cropped, lr = degrade(hr, scale)
+    sample = ExpertMapSample(title=title, lr=lr)
+    size = tuple(hr_cropped.shape[-2:])
+    for name, model in models.items():
+        with torch.inference_mode():
+            experts = model.expert_map(lr[None].to(device), size)[0].cpu()
+        colored, shares = colorize_expert_map(experts, model.n_experts)
+        sample.maps.append((name, colored, shares.tolist()))
+    return sample
+
+
+@_styled
+def expert_maps_figure(samples: Sequence[ExpertMapSample], path: str | os.PathLike, scale: float) -> Path | None:
+    """Rows of images: the LR input, then each MoEISR model's expert map (yellow = cheapest … red = deepest)."""
+    if not samples or not samples[0].maps:
+        return None
+    columns = 1 + len(samples[0].maps)
+    fig = _new_figure(3.0 * columns, 2.9 * len(samples) + 0.5)
+    axes = fig.subplots(len(samples), columns, squeeze=False)
+    for row, sample in zip(axes, samples, strict=True):
+        row[0].imshow(_to_numpy(sample.lr), interpolation="nearest")
+        row[0].set_title(f"{sample.title}: LR input {sample.lr.shape[-2]}×{sample.lr.shape[-1]}", fontsize=8)
+        for ax, (name, colored, shares) in zip(row[1:], sample.maps, strict=True):
+            ax.imshow(_to_numpy(colored), interpolation="nearest")
+            text = " ".join(f"{100 * s:.0f}%" for s in shares)
+            ax.set_title(f"{name} ×{scale:g}: {text}", fontsize=8)
+        for ax in row:
+            ax.set_axis_off()
+    n_max = max(len(shares) for sample in samples for _, _, shares in sample.maps)
+    palette = expert_colors(n_max).tolist()
+    names = [COLOR_NAMES[j] if j < len(COLOR_NAMES) else f"#{j}" for j in range(n_max)]
+    legend = [Patch(color=c, label=f"expert {j} ({names[j]})") for j, c in enumerate(palette)]
+    fig.legend(handles=legend, loc="outside lower center", ncol=n_max, fontsize=8)
+    fig.suptitle(
+        "Expert maps: the expert each output pixel is routed to (cheapest first), shares of pixels", fontsize=9
+    )
+    return save_figure(fig, path)
+
+
+@dataclass
+class QualitativeCrops:
+    """Crops of one image: the full HR with the crop box, then (label, crop 3×h×w, PSNR dB or None) panels."""
+
+    title: str
+    hr: torch.Tensor
+    box: tuple[int, int, int, int]  # top, left, height, width in HR pixels
+    panels: list[tuple[str, torch.Tensor, float | None]] = field(default_factory=list)
+
+
+def busiest_box(hr: torch.Tensor, size: int, step: int) -> tuple[int, int]:
+    """(top, left), multiples of `step`, of the size×size window of `hr` (3×H×W) with the most gradient energy."""
+    gray = hr.mean(0)
+    energy = (gray[1:, :-1] - gray[:-1, :-1]).abs() + (gray[:-1, 1:] - gray[:-1, :-1]).abs()
+    integral = torch.nn.functional.pad(energy.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    best, where = -1.0, (0, 0)
+    height, width = energy.shape
+    for top in range(0, max(height - size, 0) + 1, step):
+        for left in range(0, max(width - size, 0) + 1, step):
+            b, r = min(top + size, height), min(left + size, width)
+            total = float(integral[b, r] - integral[top, r] - integral[b, left] + integral[top, left])
+            if total > best:
+                best, where = total, (top, left)
+    return where
+
+
+def qualitative_crops(
+    title: str,
+    hr: torch.Tensor,
+    scale: int,
+    models: Mapping[str, torch.nn.Module | None],
+    crop: int = 48,
+    margin: int = 40,
+    device: str = "cpu",
+) -> QualitativeCrops:
+    """HR, bicubic and each model's SR on the busiest crop of `hr` (3×H×W in [0, 1]) at integer `scale`.
+
+    Only an LR window of the crop plus `margin` LR pixels is super-resolved (clipped to the image): with a margin
+    wider than the encoder's receptive field the crop equals the full-image SR. models: label → model, None for
+    bicubic. The crop side (HR px) is a multiple of `scale`, shrunk to fit small images.
+    """
+    hr_cropped, lr = degrade(hr, scale)
+    H, W = hr_cropped.shape[-2:]
+    side = max(scale, min(crop, H // 2, W // 2) // scale * scale)
+    top, left = busiest_box(hr_cropped, side, scale)
+    t, l, s = top // scale, left // scale, side // scale
+    t0, l0 = max(t - margin, 0), max(l - margin, 0)
+    t1, l1 = min(t + s + margin, lr.shape[-2]), min(l + s + margin, lr.shape[-1])
+    window = lr[None, :, t0:t1, l0:l1].to(device)
+    size = ((t1 - t0) * scale, (l1 - l0) * scale)
+    target = hr_cropped[:, top : top + side, left : left + side]
+    result = QualitativeCrops(title=title, hr=hr_cropped, box=(top, left, side, side))
+    result.panels.append(("HR", target, None))
+    for label, model in models.items():
+        with torch.inference_mode():
+            sr = upscale_bicubic(window, size).clamp(0, 1) if model is None else model.upscale(window, size)
+        y, x = (t - t0) * scale, (l - l0) * scale
+        piece = sr[0, :, y : y + side, x : x + side].cpu()
+        result.panels.append((label, piece, float(psnr(piece[None], target[None], scale)[0])))
+    return result
+
+
+@_styled
+def qualitative_figure(crops: QualitativeCrops, path: str | os.PathLike, scale: int) -> Path:
+    """The HR image with the crop box, then one panel per method with its crop PSNR (Y, shave = scale)."""
+    columns = 1 + len(crops.panels)
+    fig = _new_figure(2.3 * columns, 2.8)
+    axes = fig.subplots(1, columns, squeeze=False)[0]
+    axes[0].imshow(_to_numpy(crops.hr))
+    top, left, height, width = crops.box
+    axes[0].add_patch(Rectangle((left, top), width, height, fill=False, edgecolor="red", linewidth=1.5))
+    axes[0].set_title(crops.title, fontsize=8)
+    for ax, (label, piece, value) in zip(axes[1:], crops.panels, strict=True):
+        ax.imshow(_to_numpy(piece), interpolation="nearest")
+        ax.set_title(label if value is None else f"{label}\n{value:.2f} dB", fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(f"Qualitative crops at ×{scale} (PSNR of the crop, Y channel)", fontsize=9)
+    return save_figure(fig, path)

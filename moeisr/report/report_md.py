@@ -1,0 +1,190 @@
+"""REPORT.md: provenance, what was run, stage timings, the reproduction check, a reading computed from the
+numbers, the tables and the figures.
+
+Every number in the reading is computed from the result rows by templated sentences (`reading`); none is typed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from moeisr.report.provenance import machine
+from moeisr.report.tables import FAMILIES, Family, dataset_label, family_cells, pixel_shares
+
+STAGE_ORDER = {"train": 0, "eval": 1, "report": 2}
+TIE_DB = 0.005  # |ΔPSNR| below this is reported as "the same PSNR" (half the 0.01 dB reproduction target)
+
+
+def _cell_name(row: pd.Series, set_sizes: Mapping[str, int] | None) -> str:
+    name = f"{dataset_label(row['dataset'], int(row['n']), (set_sizes or {}).get(row['dataset']))} ×{row['scale']:g}"
+    return name if row.get("knob", "none") == "none" else f"{name} (knob {row['knob']})"
+
+
+def _saving(pct: float, reference: str | None = None) -> str:
+    """'saved 12.3% of the FLOPs [of REF]' or 'used 4.5% more FLOPs [than REF]'."""
+    if pct >= 0:
+        return f"saved {pct:.1f}% of the FLOPs" + (f" of {reference}" if reference else "")
+    return f"used {-pct:.1f}% more FLOPs" + (f" than {reference}" if reference else "")
+
+
+def family_reading(
+    frame: pd.DataFrame,
+    family: Family,
+    set_sizes: Mapping[str, int] | None = None,
+    deepest_expert: int | None = None,
+) -> list[str]:
+    """Templated sentences about one family, computed from `family_cells` (and the expert shares if given)."""
+    cells = family_cells(frame, family)
+    moe, eq = family.moe_label, f"the equal-budget {family.label}"
+    if cells.empty:
+        return [f"{moe}: no rows to compare with {eq} (evaluate all three models first)."]
+    n = len(cells)
+    d, saved = cells["d_psnr_equal"], cells["saved_pct"]
+    wins = int((d >= -TIE_DB).sum())
+    sentences = [
+        f"Across {n} set×scale cell{'s' if n > 1 else ''}, {moe} {_saving(saved.mean(), eq)} on average "
+        f"(per-cell saving {saved.min():.1f}% to {saved.max():.1f}%), at a PSNR difference of {d.mean():+.3f} dB "
+        f"on average (per cell {d.min():+.3f} to {d.max():+.3f} dB)."
+    ]
+    best = cells.loc[saved.idxmax()]
+    sentences.append(
+        f"Largest saving: {moe} {_saving(best['saved_pct'])} on {_cell_name(best, set_sizes)} "
+        f"at ΔPSNR {best['d_psnr_equal']:+.3f} dB."
+    )
+    worst = cells.loc[d.idxmin()]
+    what = "Largest PSNR loss" if worst["d_psnr_equal"] < 0 else "Smallest PSNR gain"
+    sentences.append(
+        f"{what}: {worst['d_psnr_equal']:+.3f} dB on {_cell_name(worst, set_sizes)} ({_saving(worst['saved_pct'])})."
+    )
+    if wins == 0:
+        sentences.append(f"{moe} does not match {eq} in any cell: it is {-d.max():.3f} dB or more below it everywhere.")
+    elif wins == n:
+        sentences.append(f"{moe} matches or beats {eq} (ΔPSNR ≥ −{TIE_DB} dB) in every cell.")
+    else:
+        sentences.append(
+            f"{moe} matches or beats {eq} (ΔPSNR ≥ −{TIE_DB} dB) in {wins} of {n} cells, not in the others."
+        )
+    if saved.mean() > 0 and d.mean() < -TIE_DB:
+        sentences.append(f"So in this run {moe}'s FLOPs savings cost PSNR: it trades quality for compute.")
+    elif saved.mean() > 0:
+        sentences.append(f"So in this run {moe} is cheaper than {eq} at the same or better PSNR on average.")
+    else:
+        sentences.append(f"So in this run {moe} saves no FLOPs on average.")
+    extra = cells["equal_psnr"] - cells["backbone_psnr"]
+    sentences.append(
+        f"The extra training alone moved {family.label} by {extra.mean():+.3f} dB on average (equal-budget "
+        f"{family.label} − {family.label}); against the {family.label} it started from, {moe} is at "
+        f"{cells['d_psnr_backbone'].mean():+.3f} dB."
+    )
+    if deepest_expert is not None:
+        shares = pixel_shares(frame, family.moe)
+        column = f"share_{deepest_expert}"
+        if not shares.empty and column in shares:
+            sentences.append(
+                f"{moe} sent {100 * shares[column].min():.1f}% to {100 * shares[column].max():.1f}% of the output "
+                f"pixels to its deepest expert (per cell; expert shares in tables/experts.md)."
+            )
+    return sentences
+
+
+def reading(
+    frame: pd.DataFrame,
+    set_sizes: Mapping[str, int] | None = None,
+    deepest: Mapping[str, int] | None = None,
+    families: Sequence[Family] = FAMILIES,
+) -> list[str]:
+    """One paragraph (list of sentences) per family; `deepest` maps a MoEISR model to its deepest expert's index."""
+    return [" ".join(family_reading(frame, f, set_sizes, (deepest or {}).get(f.moe))) for f in families]
+
+
+@dataclass
+class ReportInputs:
+    """Everything REPORT.md shows; `tables` maps a title to (markdown, file), `figures` a title to a relative path."""
+
+    profile: str
+    commit: str
+    command: str
+    experiments: list[dict]
+    grid_lines: list[str]
+    timings: Mapping
+    check_markdown: str
+    paragraphs: list[str]
+    tables: dict[str, tuple[str, str]] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _duration(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The Markdown text of REPORT.md."""
+    m = machine()
+    lines = [
+        f"# moeisr reproduction report (profile `{inputs.profile}`)",
+        "",
+        f"_Generated at commit `{inputs.commit}` by `{inputs.command}`; machine: {m['cpu']}, {m['cores']} cores, "
+        f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, {m['os']}._",
+        "",
+        "MoEISR here is **our reconstruction** of the paper (docs/moeisr.md); its numbers are not the paper's. "
+        "Each backbone is compared with MoEISR fine-tuned from it **and** with the same backbone fine-tuned for "
+        'exactly MoEISR\'s extra steps ("equal budget"), so that no row wins by training longer.',
+        "",
+    ]
+    lines += [f"> {note}" for note in inputs.notes]
+    if inputs.notes:
+        lines.append("")
+    lines += ["## Reading", ""]
+    for paragraph in inputs.paragraphs:
+        lines += [paragraph, ""]
+    lines += ["## What was run", ""]
+    rows = [
+        {
+            "experiment": e["experiment"],
+            "model column": e["model"],
+            "config hash": f"`{e['config_hash']}`",
+            "init from": e.get("init_from") or "–",
+            "steps": str(e.get("steps", "–")),
+            "training time (recorded)": _duration(e.get("train_seconds")),
+            "this run": e["status"],
+            "checkpoint": f"`{e['checkpoint']}` ({e['size_mb']:.1f} MB, sha256 `{e['ckpt_hash']}`)",
+        }
+        for e in inputs.experiments
+    ]
+    lines += [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+    lines += [f"- {line}" for line in inputs.grid_lines]
+    lines += ["", "## Wall time per stage", ""]
+    stages = (inputs.timings or {}).get("stages", {})
+    stage_rows = [
+        {
+            "stage": name,
+            "wall time": _duration(info.get("seconds")),
+            "when": info.get("finished", "–"),
+            "commit": f"`{info.get('commit', '–')}`",
+            "details": info.get("details", "")
+            + (f" (re-checked {info['last_checked']})" if info.get("last_checked") else ""),
+        }
+        for name, info in sorted(stages.items(), key=lambda item: STAGE_ORDER.get(item[0], len(STAGE_ORDER)))
+    ]
+    lines += [pd.DataFrame(stage_rows).to_markdown(index=False, disable_numparse=True) if stage_rows else "–"]
+    lines += ["", "Recorded in `timings.json` beside this file (stages not run this time keep their last timing).", ""]
+    lines += ["## Reproduction check", "", inputs.check_markdown, ""]
+    for title, (markdown, path) in inputs.tables.items():
+        lines += [f"## {title}", "", f"_File: `{path}`._", "", markdown, ""]
+    if inputs.figures:
+        lines += ["## Figures", ""]
+        for title, path in inputs.figures.items():
+            lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,572 @@
+"""`moeisr reproduce`: train (or reuse) every model, evaluate the grid, regenerate the tables, figures and REPORT.md.
+
+Stages, each optional, always in this order:
+
+- **train**: for each experiment of `ROLES` (parents first) reuse the bundled checkpoint
+  `<results>/checkpoints/<experiment>.pt` when the config hash it records equals the experiment's, else train
+  into `<runs>/<profile>/<experiment>` (resuming from its last.pt, or taking its finished final.pt), then bundle
+  the final weights (weights only, see `bundle.py`). Every decision is printed with its reason.
+- **eval**: bicubic and the six models on the profile's grid (the experiments' `eval:` section), plus
+  `LARGE_SCALES[profile]` on the sets whose evaluated images all keep an LR side of at least `MIN_LR_SIDE`
+  pixels; the results cache (`<cache>/results.jsonl`) makes a re-run compute only what is missing.
+- **report**: the reproduction check (recomputed rows vs the `main.csv` found in the results folder), then
+  main.csv, tables/, figures/, REPORT.md and timings.json.
+
+Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` (cpu), `<repo>/results/paper`
+(paper), `<runs>/<profile>/results` (smoke and any other profile); cache `${MOEISR_CACHE:-~/.cache/moeisr}/<profile>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from moeisr.config import Experiment, load_experiment
+from moeisr.data.benchmark import list_images
+from moeisr.data.images import image_size, load_image
+from moeisr.data.roots import repo_root
+from moeisr.errors import UserError
+from moeisr.evaluate.cache import KEY_COLUMNS, REQUIRED_COLUMNS, ResultsCache, make_key
+from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, bicubic_entry, checkpoint_entry, evaluate
+from moeisr.io import atomic_write_text
+from moeisr.report import figures, tables
+from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
+from moeisr.report.provenance import current_commit
+from moeisr.report.report_md import ReportInputs, reading, render_report
+
+STAGES = ("train", "eval", "report")
+DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  # relative to the repository
+
+
+@dataclass(frozen=True)
+class Role:
+    """An experiment file of `experiments/` and the name its rows carry in the `model` column."""
+
+    experiment: str
+    model: str
+
+
+ROLES = (  # parents before the experiments initialised from them
+    Role("liif", "liif"),
+    Role("lte", "lte"),
+    Role("moeisr_liif", "moeisr-liif"),
+    Role("moeisr_lte", "moeisr-lte"),
+    Role("liif_equal", "liif-equal-budget"),
+    Role("lte_equal", "lte-equal-budget"),
+)
+LARGE_SCALES: dict[str, tuple[float, ...]] = {"paper": (18.0, 24.0, 30.0)}  # cpu: skipped, too costly on 2 cores
+MIN_LR_SIDE = 16  # px: a set gets the large scales only if all its evaluated LR images keep this much
+FIGURE_SCALE = 4  # integer, so that the crops' LR windows align exactly with the HR
+BUNDLE_LIMIT_MB = {"cpu": 30.0}  # the committed cpu checkpoints must stay small
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the pipeline reads and writes."""
+
+    results: Path
+    runs: Path  # root: runs of a profile go to runs/<profile>/<experiment>
+    cache: Path  # folder of results.jsonl
+    experiments: Path
+
+    @property
+    def bundle(self) -> Path:
+        return self.results / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.results / "logs"
+
+    @property
+    def tables(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+    @property
+    def main_csv(self) -> Path:
+        return self.results / "main.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.results / "REPORT.md"
+
+    @property
+    def timings(self) -> Path:
+        return self.results / "timings.json"
+
+    @property
+    def cache_file(self) -> Path:
+        return self.cache / "results.jsonl"
+
+    def run_dir(self, profile: str, experiment: str) -> Path:
+        return self.runs / profile / experiment
+
+
+def default_paths(
+    profile: str,
+    results: str | os.PathLike | None = None,
+    runs: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    experiments: str | os.PathLike | None = None,
+) -> Paths:
+    """The pipeline's folders: explicit arguments first, then the environment, then the defaults (module docstring)."""
+    repo = repo_root()
+    runs_root = Path(runs or os.environ.get("MOEISR_RUNS") or repo / "runs").expanduser()
+    if results is None:
+        results = repo / DEFAULT_RESULTS[profile] if profile in DEFAULT_RESULTS else runs_root / profile / "results"
+    if cache is None:
+        cache = Path(os.environ.get("MOEISR_CACHE") or Path.home() / ".cache" / "moeisr").expanduser() / profile
+    experiments = Path(experiments) if experiments is not None else repo / "experiments"
+    if not experiments.is_dir():
+        raise UserError(f"{experiments}: experiments folder not found; run from a checkout of the repository")
+    return Paths(Path(results).expanduser(), runs_root, Path(cache).expanduser(), experiments)
+
+
+def load_experiments(paths: Paths, profile: str, overrides: Sequence[str] = ()) -> dict[str, Experiment]:
+    """Every experiment of ROLES under `profile` with `overrides`, keyed by experiment name.
+
+    An `init_from` experiment's parent is replaced by the loaded (overridden) parent, so that the chained config
+    hashes describe what is actually trained.
+    """
+    loaded: dict[str, Experiment] = {}
+    for role in ROLES:
+        experiment = load_experiment(paths.experiments / f"{role.experiment}.yaml", profile, list(overrides))
+        if experiment.init_from is not None:
+            if experiment.init_from not in loaded:
+                raise UserError(
+                    f"{experiment.path}: init_from {experiment.init_from!r} is not one of the reproduced "
+                    f"experiments ({', '.join(r.experiment for r in ROLES)})"
+                )
+            experiment = dataclasses.replace(experiment, parent=loaded[experiment.init_from])
+        loaded[role.experiment] = experiment
+    return loaded
+
+
+# ------------------------------------------------------------------------------------------ grid
+
+
+def eval_grid(experiments: dict[str, Experiment]) -> Grid:
+    """The evaluation grid of the experiments' `eval:` section (which must be the same for all of them)."""
+    specs = {name: e.eval for name, e in experiments.items()}
+    first_name, first = next(iter(specs.items()))
+    for name, spec in specs.items():
+        if spec != first:
+            raise UserError(
+                f"{experiments[name].path}: its eval section differs from {first_name}'s; the reproduced "
+                "experiments must share one grid (set it in profiles.yaml)"
+            )
+    limits = {s: first.limit_for(s) for s in first.sets if first.limit_for(s) is not None}
+    return Grid(sets=list(first.sets), scales=[float(s) for s in first.scales], knobs=list(first.knobs), limit=limits)
+
+
+def large_scale_grid(grid: Grid, scales: Sequence[float], root=None) -> tuple[Grid | None, list[str]]:
+    """(Grid of `scales` on the sets whose evaluated images are large enough, or None; the sets left out)."""
+    scales = [float(s) for s in scales if float(s) not in grid.scales]
+    if not scales:
+        return None, []
+    need = MIN_LR_SIDE * max(scales)
+    kept, skipped = [], []
+    for name in grid.sets:
+        files = list_images(name, root, grid.limit.get(name))
+        (kept if all(min(image_size(f)) >= need for f in files) else skipped).append(name)
+    if not kept:
+        return None, skipped
+    limits = {s: grid.limit[s] for s in kept if s in grid.limit}
+    return Grid(sets=kept, scales=scales, knobs=grid.knobs, limit=limits, protocol=grid.protocol), skipped
+
+
+def grid_keys(entries: Sequence[ModelEntry], grid: Grid, root=None) -> list:
+    """The cache keys of a grid, in the order `moeisr.evaluate.runner.evaluate` visits them."""
+    images = {s: list_images(s, root, grid.limit.get(s)) for s in grid.sets}
+    return [
+        make_key(entry.ckpt_hash, dataset, path.stem, float(scale), knob, PROTOCOL_VERSION)
+        for entry in entries
+        for dataset in grid.sets
+        for path in images[dataset]
+        for scale in grid.scales
+        for knob in (grid.knobs if entry.is_moe else (None,))
+    ]
+
+
+def set_sizes(sets: Sequence[str], root=None) -> dict[str, int]:
+    """Number of images in each set (to label subsets as 'Urban100 (first 20)')."""
+    return {name: len(list_images(name, root)) for name in sets}
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+def grid_rows(cache: ResultsCache, keys: Sequence, config_hashes: dict[str, str]) -> pd.DataFrame:
+    """The cache's rows for `keys` (tidy, one per key), with a `config_hash` column, in model/dataset/scale order."""
+    frame = cache.load()
+    if frame.empty:
+        return frame
+    wanted = set(keys)
+    selected = frame[[make_key(*k) in wanted for k in zip(*(frame[c] for c in KEY_COLUMNS), strict=True)]].copy()
+    selected.insert(REQUIRED_COLUMNS.index("ckpt_hash") + 1, "config_hash", selected["model"].map(config_hashes))
+    rank = {m: i for i, m in enumerate(tables.MODEL_ORDER)}
+    selected = tables.sort_cells(selected)  # dataset, scale, knob, image; then models in MODEL_ORDER (stable)
+    selected = selected.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
+    return selected.reset_index(drop=True)
+
+
+def read_committed(path: Path) -> pd.DataFrame | None:
+    """A previously written main.csv (identifier columns read as text), or None if there is none."""
+    if not path.is_file():
+        return None
+    text_columns = {c: str for c in ("model", "run_id", "ckpt_hash", "config_hash", "dataset", "image", "knob")}
+    try:
+        return pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: cannot read the committed results ({exc}); move it away to regenerate it") from None
+
+
+# --------------------------------------------------------------------------------------- result
+
+
+@dataclass
+class ReproduceResult:
+    """What `reproduce` did: folders, the checkpoint of every experiment, rows computed now, the grid's rows."""
+
+    paths: Paths
+    checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
+    rows_computed: int = 0
+    rows: pd.DataFrame | None = None
+    check: pd.DataFrame | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _record(stage_times: dict, stage: str, seconds: float, details: str, commit: str, did_work: bool) -> None:
+    """Record a stage's wall time; a stage that only reused earlier work keeps the timing of the run that did it."""
+    previous = stage_times.get(stage)
+    if not did_work and isinstance(previous, dict) and previous.get("seconds") is not None:
+        previous["last_checked"] = f"{_stamp()}: {details}"
+        return
+    stage_times[stage] = {"seconds": seconds, "finished": _stamp(), "commit": commit, "details": details}
+
+
+def _load_timings(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ------------------------------------------------------------------------------------- pipeline
+
+
+def reproduce(
+    profile: str = "cpu",
+    *,
+    stages: Sequence[str] = STAGES,
+    retrain: bool = False,
+    results: str | os.PathLike | None = None,
+    runs: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    device: str = "cpu",
+    overrides: Sequence[str] = (),
+    large_scales: Sequence[float] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+) -> ReproduceResult:
+    """Run the stages (module docstring) for `profile` and return what was done.
+
+    large_scales: extra scales for large images (default `LARGE_SCALES.get(profile, ())`). overrides: `key=value`
+    spec overrides applied to every experiment (they change the config hashes of hashed keys). `log` receives one
+    line per decision. Raises UserError for user-fixable problems (an unknown stage, a run folder of another
+    configuration, a missing checkpoint when the train stage is skipped).
+    """
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise UserError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    paths = default_paths(profile, results, runs, cache)
+    commit = current_commit()
+    command = command or f"moeisr reproduce --profile {profile}"
+    experiments = load_experiments(paths, profile, overrides)
+    grid = eval_grid(experiments)
+    large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
+    grids = [g for g in (grid, large) if g is not None]
+    result = ReproduceResult(paths=paths)
+    timings = _load_timings(paths.timings)
+    timings.update(profile=profile, commit=commit)
+    stage_times = timings.setdefault("stages", {})
+    log(
+        f"moeisr reproduce: profile {profile}, stages {','.join(s for s in STAGES if s in stages)}; "
+        f"results {paths.results}, runs {paths.runs / profile}, cache {paths.cache_file}"
+    )
+
+    # ---- train (or reuse) -------------------------------------------------------------------------
+    started = time.monotonic()
+    checkpoints: dict[str, CheckpointInfo] = {}
+    for role in ROLES:
+        experiment = experiments[role.experiment]
+        parent = checkpoints[experiment.init_from].path if experiment.init_from else None
+        checkpoints[role.experiment] = prepare_checkpoint(
+            experiment,
+            bundle=paths.bundle / f"{role.experiment}.pt",
+            run_dir=paths.run_dir(profile, role.experiment),
+            log_copy=paths.logs / f"{role.experiment}.csv",
+            parent=parent,
+            retrain=retrain,
+            allow_training="train" in stages,
+            device=device,
+            progress=progress,
+            log=lambda line, name=role.experiment: log(f"[train] {name}: {line}"),
+        )
+    result.checkpoints = checkpoints
+    total_mb = sum(info.path.stat().st_size for info in checkpoints.values()) / 1e6
+    limit = BUNDLE_LIMIT_MB.get(profile)
+    if limit is not None and total_mb > limit:
+        log(f"[train] WARNING: the bundled checkpoints take {total_mb:.1f} MB, above the {limit:.0f} MB budget")
+    if "train" in stages:
+        trained = [n for n, c in checkpoints.items() if c.status != "reused"]
+        details = f"trained or bundled: {', '.join(trained) or 'none'}; bundle {total_mb:.1f} MB"
+        _record(stage_times, "train", time.monotonic() - started, details, commit, did_work=bool(trained))
+    timings["experiments"] = {name: info.summary() for name, info in checkpoints.items()}
+
+    # ---- evaluate ---------------------------------------------------------------------------------
+    entries = [bicubic_entry()] + [
+        checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in ROLES
+    ]
+    cache_store = ResultsCache(paths.cache_file)
+    keys = [k for g in grids for k in grid_keys(entries, g)]
+    if "eval" in stages:
+        started = time.monotonic()
+        flops = _shared_flops()
+        for g in grids:
+            _, computed = evaluate(
+                entries, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit
+            )
+            result.rows_computed += computed
+        log(
+            f"[eval] {result.rows_computed} rows computed now, {len(keys) - result.rows_computed} reused from "
+            f"{paths.cache_file}"
+        )
+        details = f"{result.rows_computed} of {len(keys)} rows computed (the rest from the cache)"
+        _record(stage_times, "eval", time.monotonic() - started, details, commit, did_work=result.rows_computed > 0)
+
+    # ---- report -----------------------------------------------------------------------------------
+    if "report" in stages:
+        started = time.monotonic()
+        hashes = {r.model: experiments[r.experiment].config_hash for r in ROLES} | {"bicubic": ""}
+        rows = grid_rows(cache_store, keys, hashes)
+        if rows.empty:
+            raise UserError(f"{paths.cache_file} holds no row of this grid; run the eval stage first")
+        missing = len(keys) - len(rows)
+        if missing:
+            log(
+                f"[report] WARNING: {missing} of {len(keys)} grid rows are not in {paths.cache_file}; "
+                "the tables cover the rest (run the eval stage to fill them)"
+            )
+        result.rows = rows
+        committed = read_committed(paths.main_csv)
+        check_md = _reproduction(committed, rows, paths, result, log)
+        atomic_write_text(paths.main_csv, rows.to_csv(index=False))
+        sizes = set_sizes(grid.sets)
+        offsets = {
+            r.model: experiments[experiments[r.experiment].init_from].optim.max_steps
+            for r in ROLES
+            if experiments[r.experiment].init_from
+        }
+        written = _write_tables_and_figures(rows, sizes, entries, grid, paths, offsets, device, log)
+        details = f"{len(rows)} rows; {len(written['figures'])} figures"
+        _record(stage_times, "report", time.monotonic() - started, details, commit, did_work=True)
+        grid_lines = _grid_lines(grid, large, too_small, sizes, profile)
+        deepest = {e.name: e.model.n_experts - 1 for e in entries if e.is_moe}
+        inputs = ReportInputs(
+            profile=profile,
+            commit=commit,
+            command=command,
+            experiments=[
+                {
+                    **checkpoints[r.experiment].summary(),
+                    "experiment": r.experiment,
+                    "model": r.model,
+                    "checkpoint": _relative(checkpoints[r.experiment].path, paths.results),
+                }
+                for r in ROLES
+            ],
+            grid_lines=grid_lines,
+            timings=timings,
+            check_markdown=check_md,
+            paragraphs=reading(rows, sizes, deepest),
+            tables=written["tables"],
+            figures=written["figures"],
+            notes=_notes(profile),
+        )
+        atomic_write_text(paths.report, render_report(inputs))
+        log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")
+    atomic_write_text(paths.timings, json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    result.timings = timings
+    return result
+
+
+def _shared_flops():
+    """`PerImageFlops` whose fvcore counts are shared between models of the same spec.
+
+    A count (all pixels to the cheapest expert for MoEISR) depends only on the architecture and the sizes, so the
+    equal-budget backbones reuse their backbone's counts instead of tracing another full-image decode.
+    """
+    from moeisr.flops.per_image import PerImageFlops
+
+    class SharedFlops(PerImageFlops):
+        def base(self, model, lr_hw, scale):
+            spec = getattr(model, "spec", None)
+            if spec is None:
+                return super().base(model, lr_hw, scale)
+            key = (json.dumps(spec, sort_keys=True, default=str), tuple(lr_hw), float(scale))
+            if key not in self._base:
+                self._base[key] = super().base(model, lr_hw, scale)
+            return self._base[key]
+
+    return SharedFlops()
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _notes(profile: str) -> list[str]:
+    if profile == "smoke":
+        return [
+            "**Smoke profile**: tiny encoders trained for a few steps on one image per set. These numbers test the "
+            "pipeline end to end and measure nothing about the methods."
+        ]
+    if profile == "cpu":
+        return [
+            "**cpu profile**: shrunk encoders (4 residual blocks, 32 channels; the decoders keep the paper's "
+            "256 widths) trained on BSD200 for what 2 CPU cores can do in hours; far from the paper's DIV2K "
+            "budget, so compare rows with each other, not with published numbers."
+        ]
+    return []
+
+
+def _grid_lines(grid: Grid, large: Grid | None, too_small: list[str], sizes: dict, profile: str) -> list[str]:
+    sets = ", ".join(tables.dataset_label(s, grid.limit.get(s, sizes[s]), sizes[s]) for s in grid.sets)
+    knobs = ", ".join("default" if k is None else str(k) for k in grid.knobs)
+    lines = [
+        f"Grid: {sets}; scales {', '.join(f'×{s:g}' for s in grid.scales)}; routing knobs: {knobs}.",
+        "Protocol: MATLAB-bicubic LR (LIIF's crop rule for non-integer scales), PSNR/SSIM on Y with shave = scale, "
+        "LPIPS(alex) on RGB; FLOPs by fvcore on the real upscale path (docs/flops.md).",
+    ]
+    if large is not None:
+        scales = ", ".join(f"×{s:g}" for s in large.scales)
+        lines.append(
+            f"Large scales {scales} on {', '.join(large.sets)} (every evaluated image keeps an LR side ≥ "
+            f"{MIN_LR_SIDE} px); not on {', '.join(too_small) or '–'}."
+        )
+    elif LARGE_SCALES.get(profile):
+        largest = max(LARGE_SCALES[profile])
+        lines.append(f"Large scales skipped: no set keeps an LR side ≥ {MIN_LR_SIDE} px at ×{largest:g}.")
+    else:
+        lines.append("×18–×30 are not evaluated in this profile (each adds a full-image decode per model and image).")
+    return lines
+
+
+def _reproduction(committed, rows: pd.DataFrame, paths: Paths, result: ReproduceResult, log) -> str:
+    if committed is None:
+        log(f"[report] reproduction check: no previous {paths.main_csv} to compare with")
+        return f"No previous `main.csv` in `{paths.results}`: nothing to compare (first run)."
+    check = tables.reproduction_check(committed, rows)
+    result.check = check
+    for _, r in check.iterrows():
+        dpsnr, dgflops = (f"{v:.4f}" if v == v else "–" for v in (r["max_abs_dpsnr"], r["max_abs_dgflops"]))
+        log(
+            f"[report] reproduction check {r['model']}: {int(r['compared'])} rows compared, "
+            f"max |ΔPSNR| {dpsnr} dB, max |ΔGFLOPs| {dgflops}"
+        )
+    origin = (
+        f"{result.rows_computed} of the {len(rows)} rows were computed in this run, the others came from the cache "
+        f"(`{paths.cache_file.name}`); with an empty cache every row is recomputed from the bundled checkpoints."
+    )
+    return (
+        "This run's rows against the `main.csv` found before it (matched on model, dataset, image, scale, knob; "
+        f"target ≤ 0.01 dB). {origin}\n\n" + tables.reproduction_table(check)
+    )
+
+
+def _write_tables_and_figures(rows, sizes, entries, grid: Grid, paths: Paths, offsets, device: str, log) -> dict:
+    """Write tables/*.md and figures/*.png; returns {"tables": {title: (markdown, path)}, "figures": {title: path}}.
+
+    offsets: model name → the steps its parent trained (fine-tunes' learning curves continue after them).
+    """
+    moe_models = {e.name: e.model for e in entries if e.is_moe}
+    experts = {name: _expert_info(model) for name, model in moe_models.items()}
+    rendered = {
+        "Main table": ("main.md", tables.main_table(rows, sizes)),
+        "Expert shares": ("experts.md", tables.experts_table(rows, experts, sizes)),
+        "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
+    }
+    out_tables = {}
+    for title, (name, markdown) in rendered.items():
+        atomic_write_text(paths.tables / name, f"# {title}\n\n{markdown}")
+        out_tables[title] = (markdown, f"tables/{name}")
+    out_figures = {}
+
+    def add(title: str, written: Path | None) -> None:
+        if written is not None:
+            out_figures[title] = _relative(written, paths.results)
+
+    add("PSNR vs GFLOPs", figures.psnr_vs_gflops(rows, paths.figures / "psnr_vs_gflops.png", sizes))
+    add("FLOPs per image", figures.flops_distribution(rows, paths.figures / "flops_per_image.png"))
+    samples = []
+    for dataset in grid.sets:
+        path = list_images(dataset, limit=1)[0]
+        samples.append(
+            figures.expert_map_sample(f"{dataset}/{path.stem}", load_image(path), FIGURE_SCALE, moe_models, device)
+        )
+    add("Expert maps", figures.expert_maps_figure(samples, paths.figures / "expert_maps.png", FIGURE_SCALE))
+    by_name = {e.name: e.model for e in entries}
+    crop_models = {
+        "bicubic": None,
+        "LIIF": by_name["liif"],
+        "MoEISR-LIIF": by_name["moeisr-liif"],
+        "LTE": by_name["lte"],
+        "MoEISR-LTE": by_name["moeisr-lte"],
+    }
+    image = list_images(grid.sets[-1], limit=1)[0]
+    crops = figures.qualitative_crops(
+        f"{grid.sets[-1]}/{image.stem}", load_image(image), FIGURE_SCALE, crop_models, device=device
+    )
+    add("Qualitative crops", figures.qualitative_figure(crops, paths.figures / "qualitative.png", FIGURE_SCALE))
+    logs = {}
+    for role in ROLES:
+        log_file = paths.logs / f"{role.experiment}.csv"
+        if log_file.is_file():
+            logs[role.model] = pd.read_csv(log_file)
+    add("Learning curves", figures.learning_curves(logs, offsets, paths.figures / "learning_curves.png"))
+    log(f"[report] {len(out_figures)} figures: {', '.join(out_figures.values())}")
+    return {"tables": out_tables, "figures": out_figures}
+
+
+def _expert_info(model) -> list[tuple[str, float]]:
+    """[(label, relative cost)] per expert of a MoEISR model, cheapest first: e.g. ('3×256 (blue)', 0.81)."""
+    from moeisr.models.moe.colors import COLOR_NAMES
+
+    costs = model.experts.relative_costs().tolist()
+    out = []
+    for j, (hidden, cost) in enumerate(zip(model.experts.hidden_lists, costs, strict=True)):
+        widths = sorted(set(hidden))
+        shape = f"{len(hidden)}×{widths[0]}" if len(widths) == 1 else "[" + ", ".join(map(str, hidden)) + "]"
+        color = COLOR_NAMES[j] if j < len(COLOR_NAMES) else f"colour {j}"
+        out.append((f"{shape} ({color})", float(cost)))
+    return out

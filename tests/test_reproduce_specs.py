@@ -1,0 +1,84 @@
+"""The reproduced experiments: equal-budget controls train exactly as long as MoEISR, the bundle stays small,
+the large-scale grid picks only large images."""
+
+import pytest
+
+from moeisr.config import load_experiment
+from moeisr.data.benchmark import list_images
+from moeisr.data.images import image_size
+from moeisr.evaluate.runner import Grid
+from moeisr.report.reproduce import (
+    BUNDLE_LIMIT_MB,
+    MIN_LR_SIDE,
+    ROLES,
+    default_paths,
+    large_scale_grid,
+    load_experiments,
+)
+from moeisr.report.tables import MODEL_ORDER
+from moeisr.train import build_model
+
+PROFILES = ("smoke", "cpu", "paper")
+CONTROLS = [("liif_equal", "moeisr_liif", "liif"), ("lte_equal", "moeisr_lte", "lte")]
+
+
+def _experiment(name, profile):
+    return load_experiment(default_paths(profile).experiments / f"{name}.yaml", profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize(("control", "moe", "backbone"), CONTROLS)
+def test_equal_budget_backbone_trains_exactly_like_the_moeisr_fine_tune(control, moe, backbone, profile):
+    equal, fine_tune, parent = _experiment(control, profile), _experiment(moe, profile), _experiment(backbone, profile)
+    # same starting point, same extra steps, schedule, optimiser, data and data order
+    assert equal.init_from == fine_tune.init_from == backbone
+    assert equal.optim == fine_tune.optim
+    assert equal.optim.max_steps == fine_tune.optim.max_steps
+    assert equal.data == fine_tune.data
+    assert equal.train.seed == fine_tune.train.seed and equal.train.deterministic == fine_tune.train.deterministic
+    assert equal.loss.l1 == fine_tune.loss.l1 and equal.loss.balance_weight == 0
+    # the same model as the backbone it starts from, so the fine-tune loads the backbone's weights as they are
+    assert equal.model == parent.model
+    assert build_model(equal).spec == build_model(parent).spec
+    assert equal.config_hash not in (parent.config_hash, fine_tune.config_hash)
+
+
+def test_roles_cover_every_model_of_the_tables_parents_first():
+    assert {r.model for r in ROLES} | {"bicubic"} == set(MODEL_ORDER)
+    experiments = load_experiments(default_paths("smoke"), "smoke")
+    seen = set()
+    for role in ROLES:
+        experiment = experiments[role.experiment]
+        assert experiment.init_from is None or experiment.init_from in seen
+        seen.add(role.experiment)
+
+
+def test_overrides_reach_the_parent_hash_of_fine_tunes():
+    paths = default_paths("smoke")
+    plain = load_experiments(paths, "smoke")
+    changed = load_experiments(paths, "smoke", ["optim.max_steps=7"])
+    assert changed["moeisr_liif"].parent is changed["liif"]
+    assert changed["liif_equal"].config_hash != plain["liif_equal"].config_hash
+    assert changed["liif"].optim.max_steps == changed["moeisr_liif"].optim.max_steps == 7
+
+
+def test_cpu_bundle_of_the_six_models_stays_under_its_budget():
+    experiments = load_experiments(default_paths("cpu"), "cpu")
+    total = 0
+    for experiment in experiments.values():
+        state = build_model(experiment).state_dict()
+        total += sum(t.numel() * t.element_size() for t in state.values())
+    assert total / 1e6 < BUNDLE_LIMIT_MB["cpu"] * 0.9  # weights; the checkpoint container adds a few kB per file
+
+
+def test_large_scales_only_on_sets_whose_images_keep_a_usable_lr(monkeypatch):
+    monkeypatch.delenv("MOEISR_DATA", raising=False)
+    grid = Grid(sets=["Set5", "B100", "Urban100"], scales=[2.0, 4.0], limit={"B100": 2, "Urban100": 3})
+    large, skipped = large_scale_grid(grid, [18, 24, 30])
+    assert large is not None and large.sets == ["Urban100"] and skipped == ["Set5", "B100"]
+    assert large.scales == [18.0, 24.0, 30.0] and large.limit == {"Urban100": 3}
+    assert all(min(image_size(p)) >= MIN_LR_SIDE * 30 for p in list_images("Urban100", limit=3))
+    # scales already in the main grid are not repeated
+    again, _ = large_scale_grid(grid, [4, 30])
+    assert again.scales == [30.0]
+    assert large_scale_grid(grid, []) == (None, [])
