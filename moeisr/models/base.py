@@ -6,13 +6,6 @@ An implicit SR model is split in two:
   maps derived from them), computed once per image;
 - `query(features, coord, cell, mlp=None) -> rgb`: decodes arbitrary query points.
 
-Decoder path (`model.decoder_path`, an inference setting, not part of the spec or the state dict):
-"as_published" evaluates the decoder exactly as the papers describe it; "as_executed" lets a decoder use
-an exact reformulation that computes the same values with fewer operations (LIIF: its first MLP layer is
-split into a per-LR-pixel and a per-query part, see docs/speed.md); "auto" (the default) is
-"as_executed" at inference (eval mode, gradients off, not being traced by jit/fvcore) and
-"as_published" otherwise, so training and FLOPs counting stay on the paper-faithful path.
-
 `upscale` encodes once and then queries the output grid in chunks of `chunk_size` pixels whose
 coordinates are generated per chunk, so memory stays bounded by the features, the output image and
 one chunk, whatever the output size.
@@ -21,8 +14,7 @@ one chunk, whatever the output size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -38,8 +30,6 @@ NORM_DIV = 0.5
 # Output pixels decoded per chunk. The LIIF decoder input for one chunk is about
 # chunk_size × 4 shifts × 580 floats ≈ 300 MB at this size.
 DEFAULT_CHUNK_SIZE = 32768
-
-DECODER_PATHS = ("auto", "as_published", "as_executed")
 
 Features = dict[str, torch.Tensor]
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -66,27 +56,6 @@ class ImplicitSR(nn.Module):
     imnet: nn.Module
     imnet_in_dim: int
 
-    @property
-    def decoder_path(self) -> str:
-        """"auto" (default), "as_published" or "as_executed" (module docstring). Setting it also sets every
-        ImplicitSR inside (e.g. a MoEISR's backbone). Not saved in checkpoints."""
-        return self.__dict__.get("_decoder_path", "auto")
-
-    @decoder_path.setter
-    def decoder_path(self, value: str) -> None:
-        if value not in DECODER_PATHS:
-            raise UserError(f"decoder_path {value!r} is not one of {DECODER_PATHS}")
-        for module in self.modules():
-            if isinstance(module, ImplicitSR):
-                module.__dict__["_decoder_path"] = value
-
-    def uses_executed_path(self) -> bool:
-        """Whether a query made now takes the "as executed" path (resolves "auto", see the module docstring)."""
-        path = self.decoder_path
-        if path == "auto":
-            return not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing())
-        return path == "as_executed"
-
     def encode(self, lr: torch.Tensor) -> Features:
         """lr: B×3×h×w in [0, 1] → a dict of feature tensors; `"feat"` is the encoder output B×C×h×w."""
         raise NotImplementedError
@@ -111,27 +80,6 @@ class ImplicitSR(nn.Module):
     ) -> torch.Tensor:
         """See `moeisr.models.base.upscale`."""
         return upscale(self, lr, size, chunk_size=chunk_size, progress=progress, cell_clamp=cell_clamp)
-
-
-@contextmanager
-def using_decoder_path(model: nn.Module, path: str) -> Iterator[nn.Module]:
-    """Temporarily set `decoder_path` on every ImplicitSR in `model` (restored on exit); yields `model`.
-
-    E.g. `with using_decoder_path(model, "as_executed"): moeisr.flops.count(model, ...)` counts the executed path.
-    """
-    if path not in DECODER_PATHS:
-        raise UserError(f"decoder_path {path!r} is not one of {DECODER_PATHS}")
-    saved = [(m, m.__dict__.get("_decoder_path")) for m in model.modules() if isinstance(m, ImplicitSR)]
-    for module, _ in saved:
-        module.__dict__["_decoder_path"] = path
-    try:
-        yield model
-    finally:
-        for module, old in saved:
-            if old is None:
-                module.__dict__.pop("_decoder_path", None)
-            else:
-                module.__dict__["_decoder_path"] = old
 
 
 def output_size(lr_hw: tuple[int, int], scale: float) -> tuple[int, int]:

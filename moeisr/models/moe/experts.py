@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from moeisr.errors import UserError
-from moeisr.models.mlp import FactoredInputs, factored_forward
 
 FAMILIES = ("depth", "width")
 
@@ -38,11 +37,8 @@ FAMILIES = ("depth", "width")
 class ExpertMLP(nn.Module):
     """One expert: Linear/ReLU stack with `hidden_list` hidden widths, LIIF's MLP layout.
 
-    forward: x (..., in_dim) -> (..., out_dim), or `FactoredInputs` (LIIF's "as executed" inference path,
-    see moeisr.models.mlp) -> (*lead, out_dim).
+    forward: x (..., in_dim) -> (..., out_dim).
     """
-
-    accepts_factored_inputs = True
 
     def __init__(self, in_dim: int, out_dim: int, hidden_list: Sequence[int]):
         super().__init__()
@@ -62,9 +58,7 @@ class ExpertMLP(nn.Module):
         """Multiply-accumulates for one decoder input: sum of in·out over the Linear layers."""
         return linear_macs(self)
 
-    def forward(self, x: torch.Tensor | FactoredInputs) -> torch.Tensor:
-        if isinstance(x, FactoredInputs):
-            return factored_forward(linear_layers(self), x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]  # flattened like the backbone MLP, so an expert copied from it matches it bit for bit
         return self.layers(x.reshape(-1, x.shape[-1])).view(*lead, -1)
 

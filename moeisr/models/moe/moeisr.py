@@ -167,8 +167,6 @@ class MoEISR(ImplicitSR):
         def decode(x: torch.Tensor) -> torch.Tensor:
             return self.router.dispatch(self.experts, x, info)
 
-        decode.accepts_factored_inputs = True  # the experts take LIIF's "as executed" inputs (docs/speed.md)
-
         return self.backbone.query(features, coord, cell, mlp=decode), info
 
     def query(
