@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from moeisr.errors import UserError
+from moeisr.flops.source import parse_knob
 
 
 def _csv_list(text: str) -> list[str]:
@@ -23,16 +24,6 @@ def _scales(text: str) -> list[float]:
             raise UserError(f"--scales: {item!r} must be a finite number >= 1")
         scales.append(value)
     return scales
-
-
-def _knob(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"--routing-knob: {text!r} is not a number (inf and -inf are allowed)") from None
-    if math.isnan(value):
-        raise UserError("--routing-knob: NaN is not a routing knob")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -54,7 +45,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--routing-knob",
         dest="knobs",
-        type=_knob,
+        type=parse_knob,
         action="append",
         default=None,
         help="MoEISR routing knob (repeatable; default: plain argmax routing)",
