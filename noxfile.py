@@ -39,3 +39,13 @@ def reproduce_tables(session):
     """Train or reuse the models, evaluate them, regenerate results/ (`-- --profile smoke|cpu|paper`, more flags)."""
     install_project(session)
     session.run("moeisr", "reproduce", *session.posargs)
+
+
+@nox.session
+def bench(session):
+    """Speed suite (bench/, pytest-benchmark; ~35 min on 2 cores): results/bench/ raw.json, measurements.json,
+    summary.json, bench.md, speed.png. `-- --bench-large` adds the ×30 memory case (~25 min more);
+    `-- --bench-threads 1` on a busy shared machine (docs/speed.md)."""
+    install_project(session)
+    raw = "--benchmark-json=results/bench/raw.json"
+    session.run("pytest", "bench", "-p", "no:cacheprovider", raw, *session.posargs)

@@ -10,7 +10,7 @@ and timed against. It reproduces, operation for operation, what the official `te
   per shift; LTE's computes the basis per shift and adds a bilinear skip of the input;
 - de-normalise (x * 0.5 + 0.5) and clamp to [0, 1].
 
-Device-agnostic (the official code hard-codes `.cuda()`); no autograd.
+Device-agnostic (the official code hard-codes the CUDA device); no autograd.
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ def _cell_centres(feat):
     return centres.permute(2, 0, 1).unsqueeze(0).expand(feat.shape[0], 2, *feat.shape[-2:])
 
 
+def official_mlp(mlp, x):
+    """The official MLP forward, `layers(x)` (nn.Sequential with out-of-place ReLUs), whatever moeisr's
+    MLP.forward does at inference (it reuses buffers there), so the reference times the official code."""
+    return mlp.layers(x)
+
+
 def liif_gen_feat(model: LIIF, inp):
     return {"feat": model.encoder(inp)}
 
@@ -96,7 +102,7 @@ def liif_query_rgb(model: LIIF, state, coord, cell):
                 rel_cell[:, :, 1] *= feat.shape[-1]
                 inp = torch.cat([inp, rel_cell], dim=-1)
             bs, q = coord.shape[:2]
-            preds.append(model.imnet(inp.view(bs * q, -1)).view(bs, q, -1))
+            preds.append(official_mlp(model.imnet, inp.view(bs * q, -1)).view(bs, q, -1))
             areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
     return _blend(preds, areas, model.local_ensemble)
 
@@ -135,7 +141,7 @@ def lte_query_rgb(model: LTE, state, coord, cell):
             q_freq += model.phase(rel_cell.view(bs * q, -1)).view(bs, q, -1)
             q_freq = torch.cat((torch.cos(math.pi * q_freq), torch.sin(math.pi * q_freq)), dim=-1)
             inp = q_coef * q_freq
-            preds.append(model.imnet(inp.contiguous().view(bs * q, -1)).view(bs, q, -1))
+            preds.append(official_mlp(model.imnet, inp.contiguous().view(bs * q, -1)).view(bs, q, -1))
             areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
     out = _blend(preds, areas, True)
     skip = F.grid_sample(

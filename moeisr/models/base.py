@@ -6,6 +6,15 @@ An implicit SR model is split in two:
   maps derived from them), computed once per image;
 - `query(features, coord, cell, mlp=None) -> rgb`: decodes arbitrary query points.
 
+Decoder path (`model.decoder_path`, an inference setting, not part of the spec or the state dict):
+"as_published" evaluates the decoder exactly as the papers describe it; "as_executed" lets a decoder use
+an exact reformulation that computes the same values with fewer operations (LIIF: its first MLP layer is
+split into a per-LR-pixel and a per-query part, see docs/speed.md); "auto" (the default) is
+"as_executed" inside `upscale` (which runs under inference_mode) unless a FLOPs counter is watching (a
+jit trace, as fvcore's, or a dispatch mode, as torch's FlopCounterMode), and "as_published" everywhere
+else: `forward`, `query`, MoEISR's `forward_train` (training) and FLOPs counts stay on the paper-faithful
+path. Set "as_executed" explicitly to count the executed path.
+
 `upscale` encodes once and then queries the output grid in chunks of `chunk_size` pixels whose
 coordinates are generated per chunk, so memory stays bounded by the features, the output image and
 one chunk, whatever the output size.
@@ -13,8 +22,10 @@ one chunk, whatever the output size.
 
 from __future__ import annotations
 
+import contextvars
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -30,6 +41,10 @@ NORM_DIV = 0.5
 # Output pixels decoded per chunk. The LIIF decoder input for one chunk is about
 # chunk_size × 4 shifts × 580 floats ≈ 300 MB at this size.
 DEFAULT_CHUNK_SIZE = 32768
+
+DECODER_PATHS = ("auto", "as_published", "as_executed")
+# set while `upscale` runs (like torch's grad mode: scoped, per thread/context): "auto" means executed there
+_IN_UPSCALE = contextvars.ContextVar("moeisr_in_upscale", default=False)
 
 Features = dict[str, torch.Tensor]
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -56,6 +71,27 @@ class ImplicitSR(nn.Module):
     imnet: nn.Module
     imnet_in_dim: int
 
+    @property
+    def decoder_path(self) -> str:
+        """ "auto" (default), "as_published" or "as_executed" (module docstring). Setting it also sets every
+        ImplicitSR inside (e.g. a MoEISR's backbone). Not saved in checkpoints."""
+        return self.__dict__.get("_decoder_path", "auto")
+
+    @decoder_path.setter
+    def decoder_path(self, value: str) -> None:
+        if value not in DECODER_PATHS:
+            raise UserError(f"decoder_path {value!r} is not one of {DECODER_PATHS}")
+        for module in self.modules():
+            if isinstance(module, ImplicitSR):
+                module.__dict__["_decoder_path"] = value
+
+    def uses_executed_path(self) -> bool:
+        """Whether a query made now takes the "as executed" path (resolves "auto", see the module docstring)."""
+        path = self.decoder_path
+        if path == "auto":
+            return _IN_UPSCALE.get() and not (torch.is_grad_enabled() or _tracing_or_counting())
+        return path == "as_executed"
+
     def encode(self, lr: torch.Tensor) -> Features:
         """lr: B×3×h×w in [0, 1] → a dict of feature tensors; `"feat"` is the encoder output B×C×h×w."""
         raise NotImplementedError
@@ -80,6 +116,92 @@ class ImplicitSR(nn.Module):
     ) -> torch.Tensor:
         """See `moeisr.models.base.upscale`."""
         return upscale(self, lr, size, chunk_size=chunk_size, progress=progress, cell_clamp=cell_clamp)
+
+
+def _tracing_or_counting() -> bool:
+    """A jit trace is recording (fvcore) or a Python dispatch mode is active (e.g. torch's FlopCounterMode)."""
+    if torch.jit.is_tracing():
+        return True
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:  # private helper; without it only jit traces are detected
+        return False
+    return _get_current_dispatch_mode() is not None
+
+
+class InferenceCache:
+    """Per-image inference state of the "as executed" path, kept in the features dict ("inference_cache").
+
+    `memo(key, compute)` caches a tensor per key (e.g. the per-LR-pixel projection of an MLP's first layer);
+    `buffer(name, rows, width, like)` hands out a reusable rows×width activation buffer. Reusing buffers
+    across chunks matters on CPU: a fresh multi-MB tensor is mmapped and page-faulted on every chunk
+    (about 60 ms per 128 MB here, see docs/speed.md). Buffers are only handed out with gradients off and
+    outside a jit trace (None otherwise: callers then allocate as usual).
+    """
+
+    def __init__(self):
+        self._memo: dict = {}
+        self._buffers: dict = {}
+
+    def memo(self, key, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """compute() the first time `key` is asked for, the cached tensor afterwards."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    @property
+    def active(self) -> bool:
+        """Whether `buffer` hands out buffers now (gradients off, no jit trace)."""
+        return not (torch.is_grad_enabled() or torch.jit.is_tracing())
+
+    def buffer(self, name: str, rows: int, width: int, like: torch.Tensor) -> torch.Tensor | None:
+        """A rows×width view of the reusable buffer `name` (grown on demand), or None when not `active`."""
+        if not self.active:
+            return None
+        key = (name, width, like.dtype, like.device)
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape[0] < rows:
+            buf = like.new_empty(rows, width)
+            self._buffers[key] = buf
+        return buf[:rows]
+
+
+def inference_cache(features: Mapping[str, torch.Tensor]) -> InferenceCache:
+    """The features' InferenceCache (created on first use; a fresh one when `features` is not a dict)."""
+    if isinstance(features, dict):
+        return features.setdefault("inference_cache", InferenceCache())
+    return InferenceCache()
+
+
+@contextmanager
+def using_decoder_path(model: nn.Module, path: str) -> Iterator[nn.Module]:
+    """Temporarily set `decoder_path` on every ImplicitSR in `model` (restored on exit); yields `model`.
+
+    E.g. `with using_decoder_path(model, "as_executed"): moeisr.flops.count(model, ...)` counts the executed path.
+    """
+    if path not in DECODER_PATHS:
+        raise UserError(f"decoder_path {path!r} is not one of {DECODER_PATHS}")
+    saved = [(m, m.__dict__.get("_decoder_path")) for m in model.modules() if isinstance(m, ImplicitSR)]
+    for module, _ in saved:
+        module.__dict__["_decoder_path"] = path
+    try:
+        yield model
+    finally:
+        for module, old in saved:
+            if old is None:
+                module.__dict__.pop("_decoder_path", None)
+            else:
+                module.__dict__["_decoder_path"] = old
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """Put `model` in eval mode with channels-last convolution weights, in place; returns it.
+
+    oneDNN's convolutions on CPU run faster on channels-last weights and activations (the EDSR-baseline
+    encoder 1.2-1.8× here, docs/speed.md); the weights keep their values, the outputs change only by float
+    rounding (≈1e-6). The channels-last layout then propagates from the first conv through the encoder.
+    """
+    return model.eval().to(memory_format=torch.channels_last)
 
 
 def output_size(lr_hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -130,15 +252,26 @@ def upscale(
     to that of scale s_max (see `cell_scale_factors`). `progress` shows a tqdm bar on stderr. The model's
     train/eval mode is left as it is (load_model returns models in eval mode). Peak memory is the encoder's
     peak, then features + output + one chunk (about 1 GB at the default chunk size for LIIF/LTE).
+    With `decoder_path` "auto" (default) the decoders take their "as executed" path here (module docstring).
     """
     if lr.dim() != 4 or lr.shape[1] != 3:
         raise ValueError(f"lr must be B×3×h×w, got shape {tuple(lr.shape)}")
     H, W = _check_size(size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    B, _, h, w = lr.shape
+    fh, fw = cell_scale_factors(tuple(lr.shape[-2:]), (H, W), cell_clamp)
+    token = _IN_UPSCALE.set(True)
+    try:
+        return _upscale_chunks(model, lr, (H, W), chunk_size, progress, (fh, fw))
+    finally:
+        _IN_UPSCALE.reset(token)
+
+
+def _upscale_chunks(model, lr, size, chunk_size, progress, cell_factors) -> torch.Tensor:
+    B = lr.shape[0]
+    H, W = size
+    fh, fw = cell_factors
     device = lr.device
-    fh, fw = cell_scale_factors((h, w), (H, W), cell_clamp)
     with torch.inference_mode():
         features = model.encode(lr)
         out = torch.empty(B, 3, H * W, dtype=lr.dtype, device=device)

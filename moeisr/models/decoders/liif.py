@@ -10,6 +10,14 @@ its 3×3 unfolded feature in the official channel order (channel-major, then 3×
 gathers one contiguous row instead of the official code re-unfolding the whole map on every call. When
 that table (9× the features) would exceed `unfold_table_max_bytes`, `encode` keeps a zero-padded copy
 of the features instead and the 3×3 neighbourhoods are gathered per query. Both give the official values.
+
+"As executed" inference path (`decoder_path`, see moeisr.models.base and docs/speed.md): the MLP's first
+Linear layer sees [unfolded feature | rel_coord | cell]; its feature part W_f·f + b depends only on the LR
+pixel, so it is computed once per LR pixel and MLP (a 3×3 convolution of the feature map with W_f, which
+is exactly W_f applied to the unfolded feature) and each query gathers that row and adds W_t·[rel_coord,
+cell]. About 43% of the decoder MACs of the default LIIF are saved; the result equals the published path up
+to float rounding (tested ≤ 1e-5). Used when the MLP accepts `FactoredInputs` (LIIF's MLP, MoEISR's
+experts: `accepts_inference_inputs`); any other `mlp` gets the dense inputs.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from moeisr.models.base import Decoder, Features, ImplicitSR, denormalise, normalise
+from moeisr.models.base import Decoder, Features, ImplicitSR, denormalise, inference_cache, normalise
 from moeisr.models.decoders.local_grid import cell_index_map, combine, gather_rows, nearest_cells
+from moeisr.models.mlp import FactoredInputs
 from moeisr.registry import models
 
 # 3 GiB: a 1024×1024 LR image with 64-channel features (2.2 GiB) still gets the fast table.
@@ -59,10 +69,22 @@ class LIIF(ImplicitSR):
     def encode(self, lr: torch.Tensor) -> Features:
         """lr B×3×h×w in [0, 1] → {"feat": B×C×h×w, "index_map": B×2×h×w cell indices, and either
         "feat_table": B×(h·w)×imnet_in_dim (each cell's (unfolded) feature, trailing coordinate columns
-        zero) or, for a large unfolded map, "feat_padded": B×(h+2)(w+2)×C (channels-last, zero border)}."""
+        zero) or, for a large unfolded map, "feat_padded": B×(h+2)(w+2)×C (channels-last, zero border)}.
+
+        On the "as executed" path neither table is built; the per-LR-pixel projections of the MLPs' first
+        layers are computed at the first query and cached in the dict's "inference_cache"."""
         feat = self.encoder(normalise(lr))
         B, C, h, w = feat.shape
         features = {"feat": feat, "index_map": cell_index_map(B, h, w, device=feat.device, dtype=feat.dtype)}
+        if self.uses_executed_path():
+            return features
+        features.update(self._neighbourhoods(feat))
+        return features
+
+    def _neighbourhoods(self, feat: torch.Tensor) -> Features:
+        """The dense-input source: {"feat_table": ...} or {"feat_padded": ...} (see `encode`)."""
+        B, C, h, w = feat.shape
+        features: Features = {}
         if not self.feat_unfold:
             table = feat.new_zeros(B, h, w, self.imnet_in_dim)
             table[..., :C] = feat.permute(0, 2, 3, 1)
@@ -87,6 +109,12 @@ class LIIF(ImplicitSR):
         B, C, h, w = features["feat"].shape
         rows, cols, rel_coord = nearest_cells(coord, features["index_map"], self.local_ensemble)
         end = C * (9 if self.feat_unfold else 1)
+        if "feat_table" not in features and "feat_padded" not in features:  # encoded for the executed path
+            source = self._neighbourhoods(features["feat"])
+            if isinstance(features, dict):
+                features.update(source)
+            else:
+                features = {**features, **source}
         if "feat_table" in features:
             inp = gather_rows(features["feat_table"], rows * w + cols)
         else:
@@ -109,6 +137,40 @@ class LIIF(ImplicitSR):
         `mlp` (default `self.imnet`) is called once on B×Q×K×imnet_in_dim and must return B×Q×K×3;
         K = 4 with local ensemble, else 1.
         """
-        inp, rel_coord = self.decoder_inputs(features, coord, cell)
-        pred = (self.imnet if mlp is None else mlp)(inp)
-        return denormalise(combine(pred, rel_coord))
+        mlp = self.imnet if mlp is None else mlp
+        if self.uses_executed_path() and getattr(mlp, "accepts_inference_inputs", False):
+            inp, rel_coord = self.factored_inputs(features, coord, cell)
+        else:
+            inp, rel_coord = self.decoder_inputs(features, coord, cell)
+        return denormalise(combine(mlp(inp), rel_coord))
+
+    def factored_inputs(
+        self, features: Mapping[str, torch.Tensor], coord: torch.Tensor, cell: torch.Tensor
+    ) -> tuple[FactoredInputs, torch.Tensor]:
+        """The "as executed" decoder inputs: FactoredInputs (lead B×Q×K, tail [rel_coord, cell]) and rel_coord
+        B×Q×K×2. The per-LR-pixel projections are cached in `features` (when it is a dict)."""
+        feat = features["feat"]
+        B, C, h, w = feat.shape
+        rows, cols, rel_coord = nearest_cells(coord, features["index_map"], self.local_ensemble)
+        batch_offset = (torch.arange(B, device=coord.device) * (h * w)).view(B, 1, 1)
+        pixels = rows * w + cols + batch_offset
+        tail = rel_coord
+        if self.cell_decode:
+            rel_cell = cell * torch.tensor([h, w], device=cell.device, dtype=cell.dtype)
+            tail = torch.cat((rel_coord, rel_cell.unsqueeze(2).expand_as(rel_coord)), dim=-1)
+        cache = inference_cache(features)
+
+        def project(linear: nn.Linear) -> torch.Tensor:
+            return cache.memo(("liif_projection", linear), lambda: self.project_features(feat, linear))
+
+        return FactoredInputs(pixels, tail, project, self.imnet_in_dim, cache), rel_coord
+
+    def project_features(self, feat: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """W_f·feature + bias for every LR pixel: feat B×C×h×w → (B·h·w)×out, where W_f is the feature part
+        (the first C·9 or C columns) of the first MLP layer `linear`. With `feat_unfold` this is a 3×3
+        convolution with zero padding, which is exactly W_f applied to the official 3×3 unfold."""
+        B, C, h, w = feat.shape
+        k = 3 if self.feat_unfold else 1
+        weight = linear.weight[:, : C * k * k].reshape(linear.out_features, C, k, k).contiguous()
+        projected = F.conv2d(feat, weight, linear.bias, padding=k // 2)
+        return projected.permute(0, 2, 3, 1).reshape(B * h * w, linear.out_features)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from moeisr.errors import UserError
+from moeisr.models.mlp import InferenceInputs, as_inference_inputs, inference_forward
 
 FAMILIES = ("depth", "width")
 
@@ -37,8 +38,11 @@ FAMILIES = ("depth", "width")
 class ExpertMLP(nn.Module):
     """One expert: Linear/ReLU stack with `hidden_list` hidden widths, LIIF's MLP layout.
 
-    forward: x (..., in_dim) -> (..., out_dim).
+    forward: x (..., in_dim) -> (..., out_dim), or `FactoredInputs` / `DenseInputs` (the "as executed"
+    inference path, see moeisr.models.mlp) -> (*lead, out_dim).
     """
+
+    accepts_inference_inputs = True
 
     def __init__(self, in_dim: int, out_dim: int, hidden_list: Sequence[int]):
         super().__init__()
@@ -58,7 +62,9 @@ class ExpertMLP(nn.Module):
         """Multiply-accumulates for one decoder input: sum of in·out over the Linear layers."""
         return linear_macs(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | InferenceInputs) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not (torch.is_grad_enabled() or torch.jit.is_tracing()):
+            return inference_forward(linear_layers(self), as_inference_inputs(x))
         lead = x.shape[:-1]  # flattened like the backbone MLP, so an expert copied from it matches it bit for bit
         return self.layers(x.reshape(-1, x.shape[-1])).view(*lead, -1)
 

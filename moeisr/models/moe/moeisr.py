@@ -167,6 +167,8 @@ class MoEISR(ImplicitSR):
         def decode(x: torch.Tensor) -> torch.Tensor:
             return self.router.dispatch(self.experts, x, info)
 
+        decode.accepts_inference_inputs = True  # the experts take the "as executed" inputs (docs/speed.md)
+
         return self.backbone.query(features, coord, cell, mlp=decode), info
 
     def query(

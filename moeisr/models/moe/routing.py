@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from moeisr.errors import UserError
+from moeisr.models.base import InferenceCache
+from moeisr.models.mlp import DenseInputs, FactoredInputs
 
 BALANCE_KINDS = ("switch", "cv2", "none")
 
@@ -157,20 +159,32 @@ def dense_dispatch(experts: Sequence[nn.Module], x: torch.Tensor, weights: torch
 def sparse_dispatch(experts: Sequence[nn.Module], x: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
     """Each expert only on its own queries (inference): gather, run, scatter back.
 
-    x: B×Q×K×D; assign: B×Q int64. Returns B×Q×K×out. The K inputs of a query share its expert.
+    x: B×Q×K×D, or `FactoredInputs` / `DenseInputs` with lead B×Q×K (the "as executed" path); assign: B×Q.
+    Returns B×Q×K×out. The K inputs of a query share its expert.
     """
     b, q, k, d = x.shape
     if assign.shape != (b, q):
         raise ValueError(f"assignment of shape {tuple(assign.shape)} does not match decoder inputs {tuple(x.shape)}")
-    flat_x, flat_a = x.reshape(b * q, k, d), assign.reshape(-1)
+    flat_a = assign.reshape(-1)
     counts = torch.bincount(flat_a, minlength=len(experts)).tolist()
     if max(counts, default=0) == b * q:  # one expert takes everything: no gather/scatter needed
         return experts[counts.index(b * q)](x)
-    order = torch.argsort(flat_a, stable=True)  # queries grouped by expert, one gather and one scatter
-    parts = flat_x.index_select(0, order).split(counts)
-    outs = [experts[j](part) for j, part in enumerate(parts) if counts[j] > 0]
-    ys = torch.cat(outs, dim=0)
-    out = ys.new_empty(b * q, k, ys.shape[-1]).index_copy(0, order, ys)
+    order = torch.argsort(flat_a, stable=True)  # queries grouped by expert
+    lazy = isinstance(x, torch.Tensor) and all(getattr(e, "accepts_inference_inputs", False) for e in experts)
+    if lazy and not (torch.is_grad_enabled() or torch.jit.is_tracing()):
+        x = DenseInputs(x, InferenceCache())  # the experts gather their rows block by block
+    if isinstance(x, (FactoredInputs, DenseInputs)):  # gather indices, not rows
+        parts = [x.take(index) for index in order.split(counts)]
+    else:
+        parts = x.reshape(b * q, k, d).index_select(0, order).split(counts)
+    out = None
+    for j, (index, part) in enumerate(zip(order.split(counts), parts, strict=True)):
+        if counts[j] == 0:
+            continue
+        y = experts[j](part)
+        if out is None:
+            out = y.new_empty(b * q, k, y.shape[-1])
+        out.index_copy_(0, index, y)
     return out.reshape(b, q, k, -1)
 
 

@@ -1,0 +1,52 @@
+"""Peak resident memory of single `upscale` calls, each in a fresh interpreter (bench/memcase.py), so one
+case's peak does not hide another's. The largest case (×30 of a 256² LR, about 20 minutes on 2 shared
+cores) runs with --bench-large only."""
+
+from __future__ import annotations
+
+import benchlib as B
+import pytest
+
+LIMIT_GB = 6.0
+CASES = [
+    ("liif", ["--image", "Set14:barbara", "--scale", "4"]),
+    ("lte", ["--image", "Set14:barbara", "--scale", "4"]),
+    ("moeisr-liif", ["--image", "Set14:barbara", "--scale", "4", "--routing", "budget60"]),
+    ("moeisr-lte", ["--image", "Set14:barbara", "--scale", "4", "--routing", "budget60"]),
+    ("liif", ["--image", "Set14:barbara", "--scale", "4", "--path", "as_published"]),
+    ("liif", ["--image", "Set14:barbara", "--scale", "12"]),
+    ("liif", ["--largest", "Urban100", "--scale", "4"]),
+    ("moeisr-liif", ["--largest", "Urban100", "--scale", "4", "--routing", "budget60"]),
+]
+LARGE = [("liif", ["--lr-size", "256", "--scale", "30"])]
+
+
+def _case_id(case):
+    name, args = case
+    return "-".join([name, *[a.lstrip("-").replace(":", "_") for a in args]])
+
+
+def _run(benchmark, store, name, args):
+    result = {}
+
+    def once():
+        result.update(B.memory_case([name, *args]))
+
+    benchmark.pedantic(once, rounds=1)
+    result["case"] = _case_id((name, args))
+    result["under_limit"] = result["peak_rss_gb"] < LIMIT_GB
+    store.memory.append(result)
+    benchmark.extra_info.update(result)
+    assert result["under_limit"], f"{result['case']}: peak RSS {result['peak_rss_gb']:.2f} GB >= {LIMIT_GB} GB"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_peak_memory(benchmark, store, case):
+    _run(benchmark, store, *case)
+
+
+@pytest.mark.parametrize("case", LARGE, ids=_case_id)
+def test_peak_memory_large(benchmark, store, large, case):
+    if not large:
+        pytest.skip("long case: run with --bench-large")
+    _run(benchmark, store, *case)

@@ -1,0 +1,240 @@
+"""The "as executed" inference path equals the paper-faithful one, on real Set14 crops.
+
+LIIF's first MLP layer is split into a per-LR-pixel projection and a per-query tail (moeisr.models.mlp,
+docs/speed.md); the results must agree with the published path to 1e-5 for every LIIF setting, for
+MoEISR-LIIF at several routing knobs and for scales up to ×12, while training stays on the published path.
+The models have the real decoder widths (64-channel features, 256-wide MLPs: the rounding differences
+grow with the widths) on a shallow encoder, to stay fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from test_models_support import lr_crop
+
+from moeisr.errors import UserError
+from moeisr.models.base import (
+    InferenceCache,
+    output_size,
+    prepare_for_inference,
+    upscale,
+    using_decoder_path,
+)
+from moeisr.models.coords import make_cell, make_coord
+from moeisr.models.mlp import FactoredInputs
+from moeisr.models.moe.moeisr import init_from_backbone
+from moeisr.models.moe.routing import dense_dispatch, sparse_dispatch
+from moeisr.registry import models
+
+TOL = 1e-5
+ENCODER = {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 64, "no_upsampling": True}}
+
+
+def liif_spec(hidden=(256, 256, 256, 256), **args):
+    mlp = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": list(hidden)}}
+    return {"name": "liif", "args": {"encoder_spec": ENCODER, "imnet_spec": mlp, **args}}
+
+
+def lte_spec():
+    mlp = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256]}}
+    return {"name": "lte", "args": {"encoder_spec": ENCODER, "imnet_spec": mlp, "hidden_dim": 256}}
+
+
+def both_paths(model, lr, size, **kwargs):
+    with using_decoder_path(model, "as_published"):
+        published = model.upscale(lr, size, **kwargs)
+    executed = model.upscale(lr, size, **kwargs)  # "auto": executed inside upscale
+    return published, executed
+
+
+@pytest.mark.parametrize(
+    ("local_ensemble", "feat_unfold", "cell_decode"), list(itertools.product([True, False], repeat=3))
+)
+def test_liif_executed_equals_published_for_every_setting(local_ensemble, feat_unfold, cell_decode):
+    model = models.make(liif_spec(local_ensemble=local_ensemble, feat_unfold=feat_unfold, cell_decode=cell_decode))
+    lr = lr_crop("zebra", h=20, w=18)
+    published, executed = both_paths(model.eval(), lr, output_size((20, 18), 2.7))
+    assert (published - executed).abs().max().item() <= TOL
+    assert not torch.equal(published, executed)  # two different computations, not one path twice
+
+
+@pytest.mark.parametrize("scale", [2, 3.4, 4, 12])
+def test_liif_executed_equals_published_across_scales(scale):
+    model = models.make(liif_spec()).eval()
+    lr = lr_crop("baboon", top=20, left=30, h=16, w=15)
+    published, executed = both_paths(model, lr, output_size((16, 15), scale))
+    assert (published - executed).abs().max().item() <= TOL
+
+
+def test_liif_executed_equals_published_on_a_batch_with_chunks_and_cell_clamp():
+    model = models.make(liif_spec()).eval()
+    lr = torch.cat([lr_crop("comic"), lr_crop("monarch", top=40, left=40)])  # B=2, 24×20 each
+    size = output_size((24, 20), 5.3)
+    published, executed = both_paths(model, lr, size, chunk_size=997, cell_clamp=4.0)
+    assert (published - executed).abs().max().item() <= TOL
+
+
+def test_moeisr_liif_executed_equals_published_at_several_knobs():
+    torch.manual_seed(0)
+    backbone = models.make(liif_spec())
+    moe = init_from_backbone(models.make({"name": "moeisr", "args": {"backbone_spec": liif_spec()}}), backbone).eval()
+    lr = lr_crop("lenna", top=60, left=60, h=18, w=16)
+    size = output_size((18, 16), 3.3)
+    mixes = set()
+    budget = moe.knob_for_budget(lr, size, 0.7)
+    for knob in (math.inf, -math.inf, 0.0, budget):
+        published, executed = both_paths(moe, lr, size, routing_knob=knob, chunk_size=2000)
+        assert (published - executed).abs().max().item() <= TOL, knob
+        shares = torch.bincount(moe.expert_map(lr, size, routing_knob=knob).reshape(-1), minlength=4)
+        mixes.add(tuple((shares > 0).tolist()))
+    assert len(mixes) >= 3  # the knobs really exercise different expert mixes, incl. a mixed routing
+    # ×12 with a mixed routing
+    published, executed = both_paths(moe, lr[..., :10, :9], (120, 108), routing_knob=budget)
+    assert (published - executed).abs().max().item() <= TOL
+
+
+def test_moeisr_lte_and_lte_upscale_unchanged_by_the_path():
+    """LTE has no factored first layer (its MLP input is a per-query Fourier basis): both paths agree."""
+    torch.manual_seed(0)
+    lte = models.make(lte_spec()).eval()
+    moe = models.make({"name": "moeisr", "args": {"backbone_spec": lte_spec()}}).eval()
+    lr = lr_crop("pepper", h=14, w=16)
+    for model, kwargs in ((lte, {}), (moe, {"routing_knob": 0.0})):
+        published, executed = both_paths(model, lr, (37, 42), **kwargs)
+        assert (published - executed).abs().max().item() <= TOL
+
+
+def _count_factored_calls(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    original = FactoredInputs.first_layer
+
+    def spy(self, *args):
+        seen.append("factored")
+        return original(self, *args)
+
+    monkeypatch.setattr(FactoredInputs, "first_layer", spy)
+    return seen
+
+
+def test_training_and_direct_queries_take_the_published_path(monkeypatch):
+    torch.manual_seed(0)
+    model = models.make({"name": "moeisr", "args": {"backbone_spec": liif_spec(hidden=(64, 64))}})
+    lr = lr_crop("flowers", h=12, w=12)
+    coord = make_coord((30, 30)).unsqueeze(0)
+    cell = make_cell(coord, (30, 30))
+    seen = _count_factored_calls(monkeypatch)
+    pred, _ = model.forward_train(lr, coord, cell, generator=torch.Generator().manual_seed(0))
+    pred.mean().backward()
+    assert all(p.grad is not None for p in model.experts.parameters())
+    with torch.no_grad():
+        model.eval()
+        model(lr, coord, cell)  # forward outside upscale: published under "auto"
+    assert seen == [] and not model.backbone.uses_executed_path()
+    model.upscale(lr, (30, 30))
+    assert seen  # upscale takes the executed path
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_decoder_path_switch(monkeypatch):
+    model = models.make({"name": "moeisr", "args": {"backbone_spec": liif_spec(hidden=(32,))}}).eval()
+    assert model.decoder_path == "auto" and model.backbone.decoder_path == "auto"
+    model.decoder_path = "as_published"
+    assert model.backbone.decoder_path == "as_published"  # propagates to the backbone
+    assert not any("decoder_path" in k for k in model.state_dict()) and "decoder_path" not in str(model.spec)
+    with using_decoder_path(model, "as_executed"):
+        assert model.backbone.uses_executed_path()
+    assert model.backbone.decoder_path == "as_published"  # restored
+    with pytest.raises(UserError, match="decoder_path"):
+        model.decoder_path = "fast"
+    model.decoder_path = "auto"
+
+    # a jit trace of upscale (what fvcore's FLOPs count does) stays on the published path under "auto"
+    class Upscale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.upscale(x, (20, 20))
+
+    seen = _count_factored_calls(monkeypatch)
+    lr = lr_crop(h=8, w=8)
+    torch.jit.trace(Upscale(), (lr,), check_trace=False)
+    assert seen == []
+    with using_decoder_path(model, "as_executed"):  # what the FLOPs count needs for the executed path
+        torch.jit.trace(Upscale(), (lr,), check_trace=False)
+    assert seen
+
+
+def test_explicit_executed_path_on_direct_queries_and_other_mlps():
+    model = models.make(liif_spec(hidden=(64, 64))).eval()
+    lr = lr_crop("man", h=16, w=16)
+    coord = make_coord((40, 40)).unsqueeze(0)
+    cell = make_cell(coord, (40, 40))
+    shapes = []
+
+    def spy(x):
+        shapes.append(tuple(x.shape))
+        return model.imnet(x)
+
+    with torch.no_grad():
+        published = model.query(model.encode(lr), coord, cell)
+        with using_decoder_path(model, "as_executed"):
+            features = model.encode(lr)
+            assert "feat_table" not in features  # no 9× unfolded table on the executed path
+            executed = model.query(features, coord, cell)
+            dense = model.query(features, coord, cell, mlp=spy)  # an mlp without factored support: dense rows
+    assert shapes == [(1, 1600, 4, model.imnet_in_dim)]
+    assert (executed - published).abs().max().item() <= TOL
+    assert torch.allclose(dense, published, atol=1e-6, rtol=0)
+
+
+def test_sparse_dispatch_of_factored_inputs_equals_dense_dispatch():
+    torch.manual_seed(0)
+    moe = models.make({"name": "moeisr", "args": {"backbone_spec": liif_spec(hidden=(64, 64, 64))}}).eval()
+    lr = lr_crop("foreman", h=15, w=17)
+    coord = make_coord((33, 35)).unsqueeze(0)
+    cell = make_cell(coord, (33, 35))
+    with torch.no_grad():
+        features = moe.encode(lr)
+        factored, _ = moe.backbone.factored_inputs(features, coord, cell)
+        dense, _ = moe.backbone.decoder_inputs(features, coord, cell)
+        assign = torch.randint(0, moe.n_experts, (1, coord.shape[1]), generator=torch.Generator().manual_seed(1))
+        sparse = sparse_dispatch(list(moe.experts), factored, assign)
+        reference = dense_dispatch(list(moe.experts), dense, torch.nn.functional.one_hot(assign, moe.n_experts).float())
+    assert (sparse - reference).abs().max().item() <= TOL
+
+
+def test_mlp_inference_forward_is_bitwise_the_plain_forward():
+    torch.manual_seed(0)
+    mlp = models.make({"name": "mlp", "args": {"in_dim": 580, "out_dim": 3, "hidden_list": [256, 256]}})
+    x = torch.rand(2, 300, 4, 580)
+    with torch.no_grad():
+        fast = mlp(x)  # gradients off: buffers and in-place ReLUs
+    assert torch.equal(fast, mlp(x).detach())
+
+
+def test_inference_cache_hands_out_buffers_only_without_gradients():
+    cache = InferenceCache()
+    like = torch.zeros(1)
+    assert cache.buffer("a", 10, 4, like) is None  # gradients on (tests run with grad enabled)
+    with torch.no_grad():
+        first = cache.buffer("a", 10, 4, like)
+        again = cache.buffer("a", 6, 4, like)
+        assert first.shape == (10, 4) and again.shape == (6, 4)
+        assert again.data_ptr() == first.data_ptr()  # reused, not reallocated
+    assert cache.memo("k", lambda: torch.ones(2)) is cache.memo("k", lambda: torch.zeros(2))
+
+
+def test_prepare_for_inference_keeps_the_output():
+    model = models.make(liif_spec(hidden=(64, 64)))
+    lr = lr_crop("bridge", h=16, w=16)
+    before = upscale(model.eval(), lr, (40, 40))
+    after = upscale(prepare_for_inference(model), lr, (40, 40))
+    assert not model.training
+    assert next(model.encoder.parameters()).is_contiguous(memory_format=torch.channels_last)
+    assert (before - after).abs().max().item() <= TOL
