@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+from moeisr.commands.arguments import csv_list, scale_list
 from moeisr.errors import UserError
 from moeisr.flops.source import parse_knob
-
-
-def _csv_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _scales(text: str) -> list[float]:
-    scales = []
-    for item in _csv_list(text):
-        try:
-            value = float(item)
-        except ValueError:
-            raise UserError(f"--scales: {item!r} is not a number; use e.g. --scales 2,3,4") from None
-        if not math.isfinite(value) or value < 1:
-            raise UserError(f"--scales: {item!r} must be a finite number >= 1")
-        scales.append(value)
-    return scales
 
 
 def add_parser(subparsers) -> None:
@@ -33,8 +16,8 @@ def add_parser(subparsers) -> None:
         description="Evaluate models on a grid of sets and scales. Rows already in the cache are not recomputed.",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help="'bicubic', a checkpoint, or NAME=CHECKPOINT")
-    parser.add_argument("--sets", type=_csv_list, default=["Set5", "Set14", "B100", "Urban100"])
-    parser.add_argument("--scales", type=_scales, default=[2.0, 3.0, 4.0])
+    parser.add_argument("--sets", type=csv_list, default=["Set5", "Set14", "B100", "Urban100"])
+    parser.add_argument("--scales", type=scale_list("--scales", "2,3,4"), default=[2.0, 3.0, 4.0])
     parser.add_argument(
         "--limit",
         action="append",

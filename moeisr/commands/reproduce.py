@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 from pathlib import Path
+
+from moeisr.commands.arguments import scale_list
 
 
 def _stages(text: str) -> list[str]:
@@ -17,21 +18,6 @@ def _stages(text: str) -> list[str]:
     if unknown or not stages:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated subset of {','.join(STAGES)}")
     return stages
-
-
-def _scales(text: str) -> list[float]:
-    if text.strip().lower() in ("", "none"):
-        return []
-    scales = []
-    for item in text.split(","):
-        try:
-            value = float(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r} is not a number; use e.g. 18,24,30 or none") from None
-        if not math.isfinite(value) or value < 1:
-            raise argparse.ArgumentTypeError(f"{item!r} must be a finite number >= 1")
-        scales.append(value)
-    return scales
 
 
 def add_parser(subparsers) -> None:
@@ -71,7 +57,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--large-scales",
-        type=_scales,
+        type=scale_list("--large-scales", "18,24,30", allow_none=True),
         default=None,
         metavar="S,S,...|none",
         help="extra scales on sets whose images are large enough (default: 18,24,30 for paper, none otherwise)",
