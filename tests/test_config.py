@@ -134,12 +134,8 @@ def test_the_shipped_profiles(exp_dir):
     assert (smoke.optim.max_steps, smoke.data.batch_size, smoke.data.inp_size, smoke.data.sample_q) == (20, 2, 16, 64)
     assert smoke.eval.limit_for("Set5") == 1
     assert (cpu.data.inp_size, cpu.data.batch_size, cpu.data.sample_q) == (32, 8, 1024)
-    assert (cpu.optim.lr, cpu.optim.warmup_steps > 0, cpu.eval.limit_for("Urban100"), cpu.eval.limit_for("Set5")) == (
-        5e-4,
-        True,
-        20,
-        None,
-    )
+    assert (cpu.optim.lr, cpu.optim.warmup_steps > 0, cpu.eval.limit_for("Set5")) == (5e-4, True, None)
+    assert (cpu.eval.limit_for("B100"), cpu.eval.limit_for("Urban100"), cpu.data.val_scale) == (25, 10, 2)
     assert paper.data.train_sets == ["DIV2K_train"]
     assert (paper.data.inp_size, paper.data.batch_size, paper.data.sample_q) == (48, 16, 2304)
     assert (paper.optim.lr, paper.optim.max_steps, paper.optim.schedule.gamma) == (1e-4, 1_000_000, 0.5)
@@ -174,8 +170,8 @@ def test_merge_order_shared_profile_then_file_then_its_profile_then_overrides(ex
     assert smoke.provenance["data.batch_size"] == f"{exp_dir / 'profiles.yaml'} (profile 'smoke')"
 
     cpu = load_experiment(path, "cpu", ["optim.lr=1e-3", "data.batch_size=4", "eval.limit={Set14: 3}"])
-    assert (cpu.optim.lr, cpu.data.batch_size, cpu.optim.max_steps) == (1e-3, 4, 20000)
-    assert cpu.eval.limit == {"Urban100": 20, "Set14": 3}  # a mapping override merges into the shared {Urban100: 20}...
+    assert (cpu.optim.lr, cpu.data.batch_size, cpu.optim.max_steps) == (1e-3, 4, 6000)
+    assert cpu.eval.limit == {"B100": 25, "Urban100": 10, "Set14": 3}  # a mapping override merges into the shared limits...
     cpu2 = load_experiment(path, "cpu", ["eval.limit=5"])
     assert cpu2.eval.limit_for("B100") == 5  # ...and a number replaces it
     assert cpu.model.args["imnet_spec"]["args"]["hidden_list"] == [256, 256, 256, 256]
