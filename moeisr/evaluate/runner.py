@@ -7,7 +7,9 @@ what is missing.
 Protocol (version `PROTOCOL_VERSION`; bump it whenever a change would alter any number):
 - LR: `moeisr.data.degrade.degrade` (integer scales: MATLAB bicubic of the HR cropped to a multiple of the
   scale, 8-bit; other scales: LIIF's crop rule), the ground truth is the matching HR crop;
-- SR: the model's `upscale` (clamped to [0, 1], never rounded), or MATLAB bicubic for `bicubic`;
+- SR: the model's `upscale` (clamped to [0, 1], never rounded), or MATLAB bicubic for `bicubic`; LTE and
+  MoEISR over LTE decode with the cell clamped to the x4 cell above x4, as LTE's own test code does
+  (`protocol_cell_clamp`); LIIF keeps the true cell, as LIIF's does;
 - metrics: `psnr`/`ssim` with `protocol` ("benchmark": Y, shave = scale), LPIPS(alex) on RGB.
 """
 
@@ -29,7 +31,10 @@ from moeisr.evaluate.cache import BICUBIC_HASH, SHARE_PREFIX, ResultsCache, ckpt
 from moeisr.metrics import psnr, ssim
 from moeisr.report.provenance import current_commit
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: LTE-family models decode with LTE's cell clamp (rows of LIIF and bicubic are unchanged)
+
+# LTE's test code enlarges the cell of scales above its training maximum to that maximum's cell.
+LTE_CELL_CLAMP = 4.0
 
 # A FLOPs callable: (model, lr 1×3×h×w, scale, routing knob) -> (FLOPs, expert shares or None);
 # see moeisr.flops.per_image.PerImageFlops.
@@ -45,6 +50,7 @@ class ModelEntry:
     ckpt_hash: str
     run_id: str = ""
     profile: str = ""
+    cell_clamp: float | None = None  # the protocol's cell clamp for this model (`protocol_cell_clamp`)
 
     @property
     def is_moe(self) -> bool:
@@ -53,6 +59,13 @@ class ModelEntry:
 
 def bicubic_entry() -> ModelEntry:
     return ModelEntry(name="bicubic", model=None, ckpt_hash=BICUBIC_HASH)
+
+
+def protocol_cell_clamp(model: torch.nn.Module | None) -> float | None:
+    """The cell clamp the protocol decodes `model` with: `LTE_CELL_CLAMP` for LTE (also as a MoEISR backbone)."""
+    backbone = getattr(model, "backbone", model)
+    name = (getattr(backbone, "spec", None) or {}).get("name")
+    return LTE_CELL_CLAMP if name == "lte" else None
 
 
 def checkpoint_entry(path: str | Path, name: str | None = None, device: str = "cpu") -> ModelEntry:
@@ -68,6 +81,7 @@ def checkpoint_entry(path: str | Path, name: str | None = None, device: str = "c
         ckpt_hash=ckpt_hash(path),
         run_id=str(meta.get("run_id") or path.parent.name),
         profile=str(meta.get("profile") or ""),
+        cell_clamp=protocol_cell_clamp(model),
     )
 
 
@@ -87,7 +101,7 @@ def super_resolve(entry: ModelEntry, lr: torch.Tensor, size: tuple[int, int], kn
     if entry.model is None:
         return upscale_bicubic(lr, size).clamp(0, 1)
     kwargs = {"routing_knob": knob} if entry.is_moe and knob is not None else {}
-    return entry.model.upscale(lr, size, chunk_size=chunk_size, **kwargs)
+    return entry.model.upscale(lr, size, chunk_size=chunk_size, cell_clamp=entry.cell_clamp, **kwargs)
 
 
 def evaluate(
