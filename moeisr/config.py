@@ -27,6 +27,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import re
 import types
 from collections.abc import Mapping, Sequence
@@ -325,6 +326,19 @@ def _build(cls, data, prefix: str):
 def _check_values(spec: ExperimentSpec) -> None:
     """Range and consistency checks the types alone cannot express."""
     d, o, s, t, lo, ev = spec.data, spec.optim, spec.optim.schedule, spec.train, spec.loss, spec.eval
+    # NaN compares False with everything and inf passes ">= 1": refuse both before the rules use them.
+    finite = [
+        ("data.scale_min", d.scale_min),
+        ("data.scale_max", d.scale_max),
+        ("data.val_scale", d.val_scale),
+        ("optim.lr", o.lr),
+        ("loss.tau", lo.tau),
+        ("loss.balance_weight", lo.balance_weight),
+        *(("eval.scales", x) for x in ev.scales),
+    ]
+    for key, value in finite:
+        if not math.isfinite(value):
+            raise _SpecError(key, f"'{key}' must be a finite number, got {value!r}")
     rules = [
         ("name", spec.name is None or _NAME_RE.match(spec.name), "a plain name (letters, digits, _ . -)"),
         ("init_from", spec.init_from is None or _NAME_RE.match(spec.init_from), "an experiment name"),

@@ -4,6 +4,8 @@ Every artefact the suite writes (checkpoints, result tables, reports) goes throu
 the data lands in a temporary file in the target's directory, is fsynced, and only then replaces the
 target with `os.replace`. A crash, a full disk or a `kill -9` therefore leaves either the old file or
 the new one, never a half-written mix. `FileLock` serialises processes appending to a shared file.
+`check_writable` lets a command refuse an unwritable output before it starts long work, and
+`user_error_for` / `environment_error_message` turn OS errors (full disk, permissions) into one line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import errno
 import fcntl
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,9 +26,15 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def user_error_for(exc: OSError, path: str | os.PathLike, action: str = "write") -> UserError:
-    """Translate an OSError into a one-line UserError naming `path` and what to do about it."""
-    path = Path(path)
+def user_error_for(exc: OSError, path: str | os.PathLike | None = None, action: str = "write") -> UserError:
+    """Translate an OSError into a one-line UserError naming `path` (default: the error's own filename)."""
+    if path is None:
+        path = exc.filename
+    if path is None:  # e.g. a failed write() on an open file: the OS does not say which
+        if exc.errno in _NO_SPACE:
+            return UserError(f"cannot {action}: no space left on device (free some space and retry)")
+        return UserError(f"cannot {action}: {exc.strerror or exc} (check the permissions of the output folders)")
+    path = Path(os.fsdecode(path))
     if exc.errno in _NO_SPACE:
         return UserError(f"cannot {action} {path}: no space left on device (free some space and retry)")
     if exc.errno in _NOT_WRITABLE and action == "read":
@@ -37,6 +46,41 @@ def user_error_for(exc: OSError, path: str | os.PathLike, action: str = "write")
     if exc.errno == errno.ENOTDIR:
         return UserError(f"cannot {action} {path}: a parent of it is a file, not a directory")
     return UserError(f"cannot {action} {path}: {exc.strerror or exc}")
+
+
+def environment_error_message(exc: BaseException) -> str | None:
+    """One line for an OSError the user fixes outside the program (full disk, permissions, read-only
+    filesystem), or None for any other exception (a bug, which keeps its traceback)."""
+    if not isinstance(exc, OSError) or exc.errno not in (*_NO_SPACE, *_NOT_WRITABLE):
+        return None
+    if exc.errno in _NO_SPACE:
+        return str(user_error_for(exc))
+    where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or exc} (check the permissions, or choose another path)"
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """UserError now, before any long computation, if `path` (a file or folder) could not be created later.
+
+    Probes the nearest existing folder on the way to `path` with a throw-away file that is removed at once
+    (permission bits alone do not tell: root, ACLs, read-only mounts). Creates nothing else.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:  # mkdir would start from here
+        folder = folder.parent
+    if not folder.is_dir():
+        return  # a file in the way: the write itself reports it
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise user_error_for(exc, path) from exc
+        raise UserError(
+            f"cannot write {path}: folder {folder} is not writable ({exc.strerror}); check its permissions or "
+            "choose another output path"
+        ) from exc
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -171,7 +171,7 @@ def test_merge_order_shared_profile_then_file_then_its_profile_then_overrides(ex
 
     cpu = load_experiment(path, "cpu", ["optim.lr=1e-3", "data.batch_size=4", "eval.limit={Set14: 3}"])
     assert (cpu.optim.lr, cpu.data.batch_size, cpu.optim.max_steps) == (1e-3, 4, 6000)
-    assert cpu.eval.limit == {"B100": 25, "Urban100": 10, "Set14": 3}  # a mapping override merges into the shared limits...
+    assert cpu.eval.limit == {"B100": 25, "Urban100": 10, "Set14": 3}  # a mapping merges into the shared limits...
     cpu2 = load_experiment(path, "cpu", ["eval.limit=5"])
     assert cpu2.eval.limit_for("B100") == 5  # ...and a number replaces it
     assert cpu.model.args["imnet_spec"]["args"]["hidden_list"] == [256, 256, 256, 256]
@@ -274,3 +274,20 @@ def test_init_from_errors(exp_dir):
     write(exp_dir, "a", "model: {name: x}\ninit_from: b\n")
     write(exp_dir, "b", "model: {name: x}\ninit_from: a\n")
     assert "init_from makes a cycle (a -> b -> a)" in error_of(exp_dir / "a.yaml", "smoke")
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("data: {scale_min: .nan}\n", "data.scale_min"),
+        ("data: {scale_max: .inf}\n", "data.scale_max"),
+        ("eval: {scales: [2, .nan]}\n", "eval.scales"),
+        ("loss: {tau: .inf}\n", "loss.tau"),
+    ],
+)
+def test_nan_or_inf_written_in_the_spec_file_is_a_one_line_error(exp_dir, text, key):
+    path = write(exp_dir, "liif", LIIF + text)
+    with pytest.raises(UserError) as info:
+        load_experiment(path, "smoke")
+    message = str(info.value)
+    assert str(path) in message and f"'{key}' must be a finite number" in message and "\n" not in message

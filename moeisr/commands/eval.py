@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from moeisr.commands.arguments import csv_list, scale_list
@@ -53,6 +54,7 @@ def run(args) -> int:
         evaluate,
         parse_limits,
     )
+    from moeisr.io import atomic_write_text, check_writable
 
     entries = []
     for spec in args.models:
@@ -66,7 +68,11 @@ def run(args) -> int:
     except ValueError:
         raise UserError(f"--limit: use N or SET=N, got {args.limit}") from None
     grid = Grid(sets=args.sets, scales=args.scales, knobs=args.knobs or [None], limit=limits, protocol=args.protocol)
-    cache = ResultsCache(args.cache or args.out.with_suffix(".jsonl"))
+    cache_path = args.cache or args.out.with_suffix(".jsonl")
+    check_images(grid, args.data_root)
+    for target in (args.out, cache_path):  # fail before evaluating anything, not after the first image
+        check_writable(target)
+    cache = ResultsCache(cache_path)
     flops_fn = None
     if args.flops and any(e.model is not None for e in entries):
         from moeisr.flops.per_image import PerImageFlops
@@ -86,10 +92,35 @@ def run(args) -> int:
     wanted = set(keys)
     row_keys = zip(*(frame[c] for c in KEY_COLUMNS), strict=True)
     selected = frame[[make_key(*key) in wanted for key in row_keys]]
-    from moeisr.io import atomic_write_text
-
     atomic_write_text(args.out, selected.to_csv(index=False))
     summary = selected.groupby(["model", "dataset", "scale", "knob"], sort=False)[["psnr", "ssim", "lpips"]].mean()
     print(summary.round(4).to_string())
     print(f"{new} new rows; {len(selected)} rows written to {args.out}")
     return 0
+
+
+def check_images(grid, root: Path | None) -> None:
+    """UserError naming the first image of the grid that is unreadable or too small for one of its scales.
+
+    Reads file headers only. An image is big enough for scale s when its LR (floor(side / s)) keeps at least
+    one pixel and, after the protocol's border shave, the HR crop keeps an SSIM window's worth of pixels.
+    Truncated pixel data is only found when the image is decoded; that error names the file too.
+    """
+    from moeisr.data.benchmark import list_images
+    from moeisr.data.images import image_size
+    from moeisr.metrics._common import shave_for
+    from moeisr.metrics.ssim_metric import SSIM_WINDOW
+
+    for dataset in grid.sets:
+        for path in list_images(dataset, root, grid.limit.get(dataset)):
+            height, width = image_size(path)
+            for scale in grid.scales:
+                lr = [math.floor(side / scale + 1e-9) for side in (height, width)]  # degrade.lr_size's rule
+                crop = [round(n * scale) for n in lr]
+                shave = shave_for(scale, grid.protocol)
+                if min(lr) < 1 or min(crop) - 2 * shave < SSIM_WINDOW:
+                    raise UserError(
+                        f"{path}: {width}x{height} pixels is too small to evaluate at x{scale:g} (after the LR crop "
+                        f"and a {shave}-pixel border shave, SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} pixels); "
+                        "remove the image from the set or drop the scale"
+                    )

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from moeisr.commands.sr import add_budget_arguments, check_request
 from moeisr.errors import UserError
 
 
@@ -32,6 +33,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--profile", default="cpu", help="profile for experiment specs (default: cpu)")
     parser.add_argument("--chunk-size", type=int, default=None, help="output pixels per query chunk (as upscale)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
+    add_budget_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from moeisr.flops import count, format_report
     from moeisr.flops.source import load_source, parse_knob, parse_lr_size, parse_scale
-    from moeisr.models.base import DEFAULT_CHUNK_SIZE
+    from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size
 
     scale = parse_scale(args.scale)
     lr_size = parse_lr_size(args.lr_size) if args.lr_size is not None else None
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.image).is_file():
             raise UserError(f"input image {args.image} does not exist")
         image = load_image(args.image)
+    lr_hw = tuple(image.shape[-2:]) if image is not None else lr_size
+    source = f"input {args.image}" if image is not None else "the LR size (--lr-size)"
+    # the same limits as `moeisr sr`: a count is a full forward pass at the output size
+    check_request(source, lr_hw, output_size(lr_hw, scale), args.max_pixels, args.force)
     model, trained = load_source(args.source, profile=args.profile, device=args.device)
     report = count(model, lr_size, scale, image=image, routing_knob=knob, chunk_size=chunk_size)
     if args.json:

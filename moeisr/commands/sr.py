@@ -12,6 +12,10 @@ import torch
 from moeisr.errors import UserError
 
 DEFAULT_CHECKPOINT_DIR = Path("results/checkpoints")
+# The default output budget of `moeisr sr` and `moeisr flops`: 64 MP (e.g. 8000x8000). A larger request is
+# almost always a typo in --scale/--size, and would run for hours or exhaust memory; --force allows it.
+MAX_OUTPUT_PIXELS = 64_000_000
+MIN_INPUT_SIDE = 2  # a single row or column of pixels has nothing to interpolate across
 # The bundled cpu-profile checkpoints, best first (written by `moeisr reproduce`).
 DEFAULT_NAMES = ("moeisr_liif.pt", "liif.pt", "default.pth")
 BICUBIC = "bicubic"
@@ -33,6 +37,7 @@ def add_parser(subparsers) -> None:
     target.add_argument("--size", help="output size as WxH, e.g. 1920x1080")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output image (.png or .webp, lossless)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
+    add_budget_arguments(parser)
     parser.add_argument("--chunk-size", type=int, default=None, help="output pixels decoded at once (memory knob)")
     parser.add_argument(
         "--cell-clamp",
@@ -55,6 +60,36 @@ def add_parser(subparsers) -> None:
         help="MoEISR only: also write the per-pixel expert map (.png; yellow/green/blue/red = cheapest..deepest)",
     )
     parser.set_defaults(func=run)
+
+
+def add_budget_arguments(parser) -> None:
+    """--max-pixels and --force: the output pixel budget shared by `moeisr sr` and `moeisr flops`."""
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_OUTPUT_PIXELS,
+        metavar="N",
+        help=f"refuse outputs of more than N pixels unless --force (default: {MAX_OUTPUT_PIXELS:,})",
+    )
+    parser.add_argument("--force", action="store_true", help="allow an output larger than --max-pixels")
+
+
+def check_request(source: str, lr_hw: tuple[int, int], out_hw: tuple[int, int], max_pixels: int, force: bool) -> None:
+    """UserError unless an LR of `lr_hw` (from `source`) is at least 2x2 and `out_hw` fits the pixel budget."""
+    (h, w), (out_h, out_w) = lr_hw, out_hw
+    if min(h, w) < MIN_INPUT_SIDE:
+        raise UserError(
+            f"{source} is {w}x{h} pixels; super-resolution needs at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} "
+            "(a single pixel row or column has nothing to interpolate); use a larger image"
+        )
+    if max_pixels < 1:
+        raise UserError(f"--max-pixels must be a positive integer, got {max_pixels}")
+    pixels = out_h * out_w
+    if pixels > max_pixels and not force:
+        raise UserError(
+            f"the output {out_w}x{out_h} has {pixels:,} pixels, over the budget of {max_pixels:,} "
+            "(--max-pixels); lower --scale/--size, or pass --force if you really want it"
+        )
 
 
 def default_checkpoint(directory: Path | None = None) -> Path | None:
@@ -94,6 +129,7 @@ def _resolve_checkpoint(ckpt: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from moeisr.data.degrade import upscale_bicubic
     from moeisr.data.images import load_image, save_image
+    from moeisr.io import check_writable
     from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size
     from moeisr.models.checkpoint import load_model
 
@@ -110,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     size = output_size((h, w), args.scale) if args.scale is not None else parse_size(args.size)
     if size[0] < h or size[1] < w:
         raise UserError(f"output size {size[1]}x{size[0]} is smaller than the input {w}x{h}; moeisr sr only upscales")
+    check_request(f"input {args.input}", (h, w), size, args.max_pixels, args.force)
     if args.cell_clamp is not None and not args.cell_clamp >= 1:
         raise UserError(f"--cell-clamp must be a scale >= 1, got {args.cell_clamp}")
     for option in ("expert_map", "routing_knob"):
@@ -119,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--routing-knob is NaN; use a number, inf (all cheapest) or -inf (all deepest)")
     if args.expert_map is not None and Path(args.expert_map).suffix.lower() not in (".png", ".webp"):
         raise UserError(f"expert map {args.expert_map} must end in .png or .webp")
+    for target in (args.output, args.expert_map):
+        if target is not None:
+            check_writable(target)  # fail now rather than after a long decode
     if ckpt == BICUBIC:
         sr = upscale_bicubic(lr, size)
     else:

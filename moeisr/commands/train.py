@@ -6,6 +6,7 @@ import os
 import sys
 
 from moeisr.config import load_experiment
+from moeisr.io import check_writable
 
 
 def add_parser(subparsers) -> None:
@@ -41,7 +42,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from moeisr.train import TrainingInterrupted, train
 
-    experiment = load_experiment(args.spec, args.profile, args.overrides)
+    experiment = load_experiment(args.spec, args.profile, args.overrides)  # refuses NaN/inf scales, one line
+    if not args.resume:  # a new run directory: fail now if it cannot be created, not after loading data
+        check_writable(args.out)
     try:
         final = train(
             experiment, args.out, resume=args.resume, device=args.device, progress=not args.no_progress, init=args.init

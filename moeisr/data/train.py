@@ -119,7 +119,11 @@ class TrainImages(torch.utils.data.Dataset):
                     stacklevel=3,
                 )
         if not keep:
-            raise UserError(f"every training image is smaller than the {min_size}x{min_size} HR patch needed")
+            folders = ", ".join(sorted({str(p.parent) for p in self.paths}))
+            raise UserError(
+                f"every training image in {folders} is smaller than the {min_size}x{min_size} HR patch needed "
+                "(data.inp_size * data.scale_max); add larger images or lower data.inp_size or data.scale_max"
+            )
         subset = TrainImages(paths=[self.paths[i] for i in keep], cache=self.cache)
         subset._sizes = {new: self._sizes[old] for new, old in enumerate(keep)}
         subset._decoded = {new: self._decoded[old] for new, old in enumerate(keep) if old in self._decoded}

@@ -10,7 +10,7 @@ from moeisr.metrics.color import rgb_to_y
 
 # Gaussian window of sigma 1.5, as in Wang et al. (2004); scikit-image truncates it at 3.5 sigma.
 _SIGMA = 1.5
-_WINDOW = 2 * int(3.5 * _SIGMA + 0.5) + 1
+SSIM_WINDOW = 2 * int(3.5 * _SIGMA + 0.5) + 1  # px: the smallest side SSIM accepts (after shaving)
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, scale: float, protocol: str = "benchmark") -> torch.Tensor:
@@ -25,8 +25,8 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, scale: float, protocol: str = "benc
     shave = shave_for(scale, protocol)
     y_sr = shave_border(rgb_to_y(sr.detach().to(torch.float64)), shave)[:, 0].cpu().numpy()
     y_hr = shave_border(rgb_to_y(hr.detach().to(torch.float64)), shave)[:, 0].cpu().numpy()
-    if min(y_sr.shape[-2:]) < _WINDOW:
-        raise ValueError(f"SSIM needs at least {_WINDOW}x{_WINDOW} pixels after shaving, got {y_sr.shape[-2:]}")
+    if min(y_sr.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving, got {y_sr.shape[-2:]}")
     values = [
         structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=_SIGMA, use_sample_covariance=False)
         for a, b in zip(y_sr, y_hr, strict=True)

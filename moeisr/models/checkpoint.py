@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,8 @@ from torch import nn
 import moeisr.models  # noqa: F401  (registers every model name)
 from moeisr.errors import UserError
 from moeisr.io import atomic_torch_save
+from moeisr.models.base import ImplicitSR, prepare_for_inference
+from moeisr.models.moe.moeisr import MoEISR
 from moeisr.registry import models
 
 FORMAT = "moeisr"
@@ -34,10 +38,23 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass the path to a .pth file")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} cannot be read ({reason}); is it a complete torch .pth file?") from None
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses; the refusal is what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        if "Unsupported global" in message:  # a reference to a class or function: code would run
+            raise _unsafe_checkpoint(path, message) from None
+        if "Weights only load failed" in message:  # not a pickle of plain data (junk, or an exotic pickle)
+            detail = " ".join(message.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].split())
+            raise UserError(
+                f"checkpoint {path} cannot be read as weights ({detail[:200] or 'not plain data'}); is it a "
+                "complete torch .pth file?"
+            ) from None
+        raise _unreadable_checkpoint(path, exc) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise _unreadable_checkpoint(path, exc) from None
     if not isinstance(obj, Mapping):
         raise UserError(f"checkpoint {path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
     if obj.get("format", FORMAT) != FORMAT:
@@ -51,6 +68,23 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
     if not isinstance(spec, Mapping) or not {"name", "sd"} <= set(spec):
         raise UserError(f"checkpoint {path} has no model spec (expected a 'model' entry with 'name', 'args', 'sd')")
     return dict(obj)
+
+
+def _unreadable_checkpoint(path: Path, exc: BaseException) -> UserError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"checkpoint {path} cannot be read ({reason[:300]}); is it a complete torch .pth file?")
+
+
+def _unsafe_checkpoint(path: Path, message: str) -> UserError:
+    """The refusal of a pickle that only a full (code-running) unpickler could load. torch's own message
+    suggests weights_only=False, which is exactly what must not be done with an untrusted file."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    what = f"a reference to {found[1]}" if found else "a reference to a Python object"
+    return UserError(
+        f"checkpoint {path} refused: it holds {what}, and unpickling it could run arbitrary code; moeisr loads "
+        "weights only (tensors, numbers, strings, lists, dicts). Use a checkpoint written by moeisr or the "
+        "official LIIF/LTE code, from a source you trust"
+    )
 
 
 def model_from_spec(spec: Mapping[str, Any], source: str = "spec") -> nn.Module:
@@ -74,6 +108,13 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     """Load a checkpoint (ours or the official LIIF/LTE format) as a model in eval mode on `map_location`.
 
     The model remembers its spec (`model.spec`) and, for implicit models, exposes `upscale(lr, size)`.
+    LIIF/LTE models come prepared for inference (`prepare_for_inference`: channels-last encoder activations
+    when gradients are off, outputs within float rounding of the plain model): an inference setting only,
+    the parameters and their layout are the checkpoint's, so state dicts copied from the model (e.g. to start
+    a training run from it, or to re-save it) are unchanged. MoEISR models are not: their routing is a
+    discontinuous function of the features, and a rounding-level change of the features flips the expert of
+    a pixel whose logits sit on a tie (a knob from `knob_for_budget` always puts one there), which changes
+    that pixel by far more than 1e-5; call `prepare_for_inference` on them explicitly to accept that.
     """
     ckpt = read_checkpoint(path, map_location=map_location)
     model = model_from_spec(ckpt["model"], source=f"checkpoint {path}")
@@ -81,6 +122,8 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
         model.spec = {"name": ckpt["model"]["name"], "args": copy.deepcopy(ckpt["model"].get("args") or {})}
     if isinstance(map_location, (str, torch.device)):
         model = model.to(map_location)
+    if isinstance(model, ImplicitSR) and not isinstance(model, MoEISR):
+        return prepare_for_inference(model)  # the fast path by default for `moeisr sr`, evaluation, the API
     return model.eval()
 
 

@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 
-from moeisr.io import atomic_write_text
+from moeisr.io import atomic_write_text, user_error_for
 
 COLUMNS = ("step", "loss", "l1", "balance", "lr", "seconds", "val_psnr")
 
@@ -69,9 +69,12 @@ class MetricsLog:
     def write(self, step: int, **values) -> None:
         """Append one row (missing columns are empty) and flush it to disk."""
         row = {"step": step, **values}
-        self._file.write(",".join(_cell(row.get(c)) for c in COLUMNS) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(",".join(_cell(row.get(c)) for c in COLUMNS) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # e.g. a full disk: name the file instead of a bare errno
+            raise user_error_for(exc, self.path) from exc
         if self._tb is not None:
             for key in COLUMNS[1:]:
                 value = values.get(key)
