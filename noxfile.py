@@ -42,6 +42,15 @@ def reproduce_tables(session):
 
 
 @nox.session
+def ablations(session):
+    """Ablation suite (experiments/ablations/ablations.yaml; cpu: <= 8 h, resumable): results/ablations/*.csv,
+    results/tables/ablations.md, results/figures/ablations_*.png. `-- --profile smoke`, `--rows`, `--stages`,
+    `--plan` (rows and time estimate only). Needs the main job's checkpoints (nox -s reproduce_tables)."""
+    install_project(session)
+    session.run("moeisr", "ablations", *session.posargs)
+
+
+@nox.session
 def bench(session):
     """Speed suite (bench/, pytest-benchmark; ~35 min on 2 cores): results/bench/ raw.json, measurements.json,
     summary.json, bench.md, speed.png. `-- --bench-large` adds the ×30 memory case (~25 min more);

@@ -81,6 +81,15 @@ def bundle_status(bundle: Path, experiment: Experiment) -> tuple[bool, str]:
     )
 
 
+def _spec_path(experiment: Experiment) -> str:
+    """The experiment file as `experiments/...` (portable across clones), else as given."""
+    path = Path(experiment.path).resolve()
+    for parent in path.parents:
+        if parent.name == "experiments":
+            return path.relative_to(parent.parent).as_posix()
+    return str(experiment.path)
+
+
 def write_bundle(final: Path, bundle: Path, experiment: Experiment) -> dict:
     """Save the weights of the run checkpoint `final` to `bundle` (weights only); returns the bundle's meta."""
     ckpt = read_checkpoint(final)
@@ -91,7 +100,7 @@ def write_bundle(final: Path, bundle: Path, experiment: Experiment) -> dict:
         "experiment": experiment.name,
         "profile": experiment.profile,
         "config_hash": experiment.config_hash,
-        "spec_path": f"experiments/{experiment.name}.yaml",
+        "spec_path": _spec_path(experiment),
         "spec": experiment.to_dict(),
         "init_from": experiment.init_from,
         "run_id": f"{experiment.profile}/{experiment.name}",

@@ -7,8 +7,10 @@ Every number in the reading is computed from the result rows by templated senten
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -116,6 +118,7 @@ class ReportInputs:
     tables: dict[str, tuple[str, str]] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    ablations: str = ""  # the "## Ablations" section (`ablation_section`), empty when there are no results
 
 
 def _duration(seconds) -> str:
@@ -187,4 +190,73 @@ def render_report(inputs: ReportInputs) -> str:
         lines += ["## Figures", ""]
         for title, path in inputs.figures.items():
             lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    if inputs.ablations:
+        lines += [ABLATION_MARKERS[0], inputs.ablations.rstrip(), ABLATION_MARKERS[1], ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------------------ ablations
+
+ABLATION_MARKERS = ("<!-- ablations:start -->", "<!-- ablations:end -->")
+
+
+def ablation_section(results: str | Path) -> str:
+    """The "## Ablations" section for REPORT.md from `<results>/ablations/*.csv`, or "" when they do not exist.
+
+    The reading is regenerated here from the CSVs (`moeisr.ablations.text.reading`); the tables are those of
+    `<results>/tables/ablations.md` (without its title, provenance and reading), headings one level down.
+    """
+    from moeisr.ablations.analysis import read_summary
+    from moeisr.ablations.text import reading
+
+    results = Path(results)
+    folder = results / "ablations"
+    frames = {}
+    for name in ("factors", "sweep_points", "routers"):
+        path = folder / f"{name}.csv"
+        try:
+            frames[name] = read_summary(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            frames[name] = pd.DataFrame()
+    if all(frame.empty for frame in frames.values()):
+        return ""
+    routers = frames["routers"]
+    levels = sorted(
+        {float(m.group(1)) for m in (re.search(r"oracle ε=([\d.]+)/255", str(r)) for r in routers.get("router", []))
+         if m}
+    )  # fmt: skip
+    lines = ["## Ablations", ""]
+    for paragraph in reading(frames["factors"], frames["sweep_points"], routers, levels):
+        lines += [paragraph, ""]
+    table = results / "tables" / "ablations.md"
+    if table.is_file():
+        lines += ["_Tables: `tables/ablations.md`; data: `ablations/*.csv`._", ""]
+        lines += [_demoted_tables(table.read_text(encoding="utf-8")), ""]
+    # only the figures of what the CSVs hold: a figure left by an earlier run with other models is not shown
+    shown = [("Ablation factors", "figures/ablations_factors.png")] if not frames["factors"].empty else []
+    for family in dict.fromkeys(frames["sweep_points"].get("family", [])):
+        shown.append((f"Routing sweep: {family}", f"figures/ablations_sweep_{family.removeprefix('moeisr-')}.png"))
+    for title, path in shown:
+        if (results / path).is_file():
+            lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _demoted_tables(markdown: str) -> str:
+    """The `## ` sections of tables/ablations.md except its Reading, each heading one level down."""
+    sections = re.split(r"(?m)^(?=## )", markdown)
+    kept = [s for s in sections[1:] if not s.startswith("## Reading")]
+    return re.sub(r"(?m)^(#{2,5}) ", r"#\1 ", "".join(kept)).rstrip()
+
+
+def splice_ablation_section(report: str, section: str) -> str:
+    """`report` (REPORT.md's text) with its ablation section replaced by `section` (between ABLATION_MARKERS),
+    appended at the end if it has none; an empty `section` removes it."""
+    start, end = ABLATION_MARKERS
+    block = f"{start}\n{section.rstrip()}\n{end}\n" if section.strip() else ""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(report):
+        out = pattern.sub(lambda _: block, report, count=1)
+    else:
+        out = report.rstrip() + "\n\n" + block if block else report
+    return out.rstrip() + "\n"

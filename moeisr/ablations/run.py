@@ -1,0 +1,559 @@
+"""`moeisr ablations`: train or reuse the ablation rows, evaluate them, sweep the routing of the main MoEISR models,
+and write the CSVs, tables, figures and the ablation section of REPORT.md.
+
+Stages, each optional, always in this order:
+
+- **train**: each selected row (and its reference) through `moeisr.report.bundle.prepare_checkpoint`: its bundle
+  `<results>/ablations/checkpoints/<row>.pt` is reused when its config hash matches, else the row fine-tunes into
+  `<runs>/<profile>/ablations/<row>` (resuming from last.pt) from the main job's backbone checkpoint
+  (`<results>/checkpoints/liif.pt` / `lte.pt`). The main job's checkpoints are reused, never retrained, unless
+  `train_main` (the smoke test) asks for it.
+- **eval**: the rows on the profile's ablation grid, through the main runner and results cache.
+- **sweep**: the main MoEISR checkpoints at `points` routing knobs from all-cheapest to all-deepest plus the argmax
+  routing, their backbones, the oracle at each ε and the random router at the shares of every learned knob.
+- **report**: `<results>/ablations/*.csv`, `<results>/tables/ablations.md`, `<results>/figures/ablations_*.png`, and
+  the ablation section spliced into `<results>/REPORT.md` if that exists.
+
+Folders are the main job's (`moeisr.report.reproduce.default_paths`): results `results/` (cpu) or
+`<runs>/<profile>/results` (smoke), the same evaluation cache, so rows the main job computed (the backbones, the
+argmax routing of the main models) are reused. Everything is resumable: checkpoints by config hash and last.pt,
+evaluation rows by the cache, one image at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from moeisr.ablations import analysis, figures, text
+from moeisr.ablations.evaluation import ArchFlops, evaluate_reference_routers, reference_labels
+from moeisr.ablations.routers import sweep_knobs
+from moeisr.ablations.spec import (
+    SUITE_FILE,
+    ProfileSpec,
+    Row,
+    Suite,
+    check_row,
+    factor_value,
+    hint,
+    load_suite,
+    row_experiment,
+)
+from moeisr.config import Experiment
+from moeisr.data.benchmark import list_images
+from moeisr.data.degrade import degrade
+from moeisr.data.images import image_size, load_image
+from moeisr.errors import UserError
+from moeisr.evaluate.cache import KEY_COLUMNS, ResultsCache, make_key
+from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, checkpoint_entry, evaluate
+from moeisr.io import atomic_write_text
+from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
+from moeisr.report.provenance import current_commit, header
+from moeisr.report.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
+from moeisr.report.tables import dataset_label
+
+STAGES = ("train", "eval", "sweep", "report")
+MODEL_NAMES = {role.experiment: role.model for role in ROLES}  # moeisr_liif -> moeisr-liif (the `model` column)
+
+# Planning constants for `estimate`, measured on the 2-core development machine (docs/ablations.md, "Budget").
+STEP_SECONDS = {"liif": 1.7, "lte": 1.2}  # one MoEISR fine-tune step over that backbone, cpu profile
+DECODE_MP_PER_S = 0.07  # output megapixels per second of a full (deepest-expert) decode
+COUNT_MP_PER_S = 0.07  # an fvcore count at all-cheapest costs about one decode
+METRICS_S_PER_MP = 1.5  # PSNR + SSIM + LPIPS(alex) per output megapixel (measured 1.2 on one busy core)
+MEAN_SWEEP_COST = 0.7  # mean relative decoder cost over the sweep's knobs (cheapest ~0.4, deepest 1)
+
+
+@dataclass(frozen=True)
+class AblationPaths:
+    """The main job's folders plus where the ablations write."""
+
+    main: Paths
+
+    @property
+    def root(self) -> Path:
+        return self.main.results / "ablations"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def table(self) -> Path:
+        return self.main.tables / "ablations.md"
+
+    def csv(self, name: str) -> Path:
+        return self.root / f"{name}.csv"
+
+    def figure(self, name: str) -> Path:
+        return self.main.figures / f"ablations_{name}.png"
+
+    def run_dir(self, profile: str, row: str) -> Path:
+        return self.main.runs / profile / "ablations" / row
+
+
+@dataclass
+class AblationResult:
+    """What `run_ablations` did."""
+
+    paths: AblationPaths
+    rows: list[Row] = field(default_factory=list)
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+    checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
+    main_checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
+    knobs: dict[str, list[float | None]] = field(default_factory=dict)
+    rows_computed: int = 0
+    sweep_computed: int = 0
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    estimate: dict[str, float] = field(default_factory=dict)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def grid_of(profile: ProfileSpec) -> Grid:
+    limits = {s: profile.limit_for(s) for s in profile.sets if profile.limit_for(s) is not None}
+    return Grid(sets=list(profile.sets), scales=list(profile.scales), knobs=[None], limit=limits)
+
+
+def grid_megapixels(grid: Grid) -> float:
+    """Output megapixels of one model over the grid (every scale decodes about the HR image)."""
+    total = 0
+    for dataset in grid.sets:
+        for path in list_images(dataset, limit=grid.limit.get(dataset)):
+            h, w = image_size(path)
+            for scale in grid.scales:
+                h_lr, w_lr = math.floor(h / scale + 1e-9), math.floor(w / scale + 1e-9)
+                total += round(h_lr * scale) * round(w_lr * scale)
+    return total / 1e6
+
+
+def estimate(
+    rows: Sequence[Row], experiments: dict[str, Experiment], profile: ProfileSpec, grid: Grid
+) -> dict[str, float]:
+    """Expected seconds of each stage from scratch on the 2-core CPU (the planning constants above)."""
+    mp = grid_megapixels(grid)
+    train = sum(
+        experiments[r.name].optim.max_steps * STEP_SECONDS.get(experiments[r.name].init_from or "", 1.7) for r in rows
+    )
+    architectures = len({json.dumps(_architecture(experiments[r.name]), sort_keys=True) for r in rows})
+    eval_rows = len(rows) * mp * (1 / DECODE_MP_PER_S + METRICS_S_PER_MP) + architectures * mp / COUNT_MP_PER_S
+    models = len(profile.sweep.models)
+    knobs = profile.sweep.points + 1
+    references = len(profile.sweep.oracle_levels) + (profile.sweep.points - 1) * len(profile.sweep.random_seeds)
+    all_experts = 2.9  # Σ_j c_j / c_max of MoEISR-LIIF's depth family (LTE: 2.0)
+    sweep = models * mp * (
+        knobs * (MEAN_SWEEP_COST / DECODE_MP_PER_S + METRICS_S_PER_MP) + all_experts / DECODE_MP_PER_S
+        + references * METRICS_S_PER_MP
+    )  # fmt: skip
+    return {"train": train, "eval": eval_rows, "sweep": sweep, "total": train + eval_rows + sweep}
+
+
+def _architecture(experiment: Experiment) -> dict:
+    args = {k: v for k, v in experiment.model.args.items() if k != "routing"}
+    return {"name": experiment.model.name, "args": args}
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+
+
+def run_ablations(
+    profile: str = "cpu",
+    *,
+    stages: Sequence[str] = STAGES,
+    rows: Sequence[str] | None = None,
+    results: str | os.PathLike | None = None,
+    runs: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    suite: str | os.PathLike | None = None,
+    device: str = "cpu",
+    overrides: Sequence[str] = (),
+    train_main: bool = False,
+    retrain: bool = False,
+    plan_only: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+) -> AblationResult:
+    """Run the stages (module docstring) for `profile`; returns what was done.
+
+    rows: row names of the suite (default: the profile's rows); each brings its reference. overrides: `key=value`
+    spec overrides for the main experiments and every row (before the ablation budget and the row's change).
+    train_main: train the main job's checkpoints if they are missing (else that is a UserError). retrain: ignore the
+    rows' bundles (not the main job's). plan_only: print the rows, the budget and the time estimate, run nothing.
+    """
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise UserError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    main_paths = default_paths(profile, results, runs, cache)
+    paths = AblationPaths(main_paths)
+    suite_obj = load_suite(Path(suite) if suite else main_paths.experiments / SUITE_FILE)
+    spec = suite_obj.profile(profile)
+    selected = suite_obj.select(spec, rows)
+    commit = current_commit()
+    command = command or f"moeisr ablations --profile {profile}"
+    main = load_experiments(main_paths, profile, overrides)
+    moe = [name for name, e in main.items() if e.model.name == "moeisr"]
+    for name in spec.sweep.models:
+        if name not in moe:
+            raise UserError(f"{suite_obj.path}: profiles.{profile}.sweep.models: {name!r} is not a main MoEISR "
+                            f"experiment{hint(name, moe)}")  # fmt: skip
+    experiments = {
+        r.name: row_experiment(suite_obj, r, spec, main, main_paths.experiments, overrides) for r in selected
+    }
+    for r in selected:
+        check_row(suite_obj, r, experiments[r.name], experiments[suite_obj.reference_of(r).name])
+    grid = grid_of(spec)
+    result = AblationResult(paths=paths, rows=selected, experiments=experiments)
+    result.estimate = estimate(selected, experiments, spec, grid)
+    steps = sorted({experiments[r.name].optim.max_steps for r in selected})
+    log(
+        f"moeisr ablations: profile {profile}, {len(selected)} rows ({', '.join(r.name for r in selected)}), "
+        f"{'/'.join(map(str, steps))} fine-tuning steps each; stages {','.join(s for s in STAGES if s in stages)}; "
+        f"results {paths.root}, cache {main_paths.cache_file}"
+    )
+    est = result.estimate
+    log(
+        f"expected from scratch on 2 CPU cores: train {_hours(est['train'])}, eval {_hours(est['eval'])}, sweep "
+        f"{_hours(est['sweep'])}; total {_hours(est['total'])} (docs/ablations.md, 'Budget')"
+    )
+    if plan_only:
+        return result
+    timings = _load_json(paths.timings)
+    timings.update(profile=profile, commit=commit, estimate_seconds={k: round(v) for k, v in est.items()})
+    stage_times = timings.setdefault("stages", {})
+    cache_store = ResultsCache(main_paths.cache_file)
+    flops = ArchFlops()
+
+    # ---- the main job's checkpoints: the rows' starting points and the sweep's models ------------------------
+    # the rows cannot start without their backbone; a report alone can leave out a sweep whose models do not exist yet
+    required = {experiments[r.name].init_from for r in selected} - {None}
+    sweep_names = set(spec.sweep.models) | {main[m].init_from for m in spec.sweep.models} - {None}
+    optional = set()
+    if "sweep" in stages:
+        required |= sweep_names
+    elif "report" in stages:
+        optional = sweep_names - required
+    result.main_checkpoints = _main_checkpoints(
+        main, required, optional, main_paths, profile, train_main, device, progress, log
+    )
+
+    # ---- train ---------------------------------------------------------------------------------------------------
+    started = time.monotonic()
+    for r in selected:
+        info = _row_checkpoint(r, experiments[r.name], paths, profile, result, "train" in stages, retrain, device,
+                               progress, log)  # fmt: skip
+        if info is not None:
+            result.checkpoints[r.name] = info
+    if "train" in stages:
+        trained = [n for n, c in result.checkpoints.items() if c.status != "reused"]
+        _record(stage_times, "train", time.monotonic() - started, f"trained or bundled: {', '.join(trained) or 'none'}",
+                commit, bool(trained))  # fmt: skip
+
+    entries = {n: checkpoint_entry(c.path, name=n, device=device) for n, c in result.checkpoints.items()}
+
+    # ---- eval ----------------------------------------------------------------------------------------------------
+    if "eval" in stages and entries:
+        started = time.monotonic()
+        _, result.rows_computed = evaluate(
+            list(entries.values()), grid, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit
+        )
+        log(f"[eval] {result.rows_computed} row images computed now (the rest from {main_paths.cache_file})")
+        _record(stage_times, "eval", time.monotonic() - started, f"{result.rows_computed} rows computed", commit,
+                result.rows_computed > 0)  # fmt: skip
+
+    # ---- sweep ---------------------------------------------------------------------------------------------------
+    sweep_entries = {}
+    if {"sweep", "report"} & set(stages):
+        for name in [m for m in spec.sweep.models if {m, main[m].init_from} <= set(result.main_checkpoints)]:
+            moe = checkpoint_entry(result.main_checkpoints[name].path, name=MODEL_NAMES.get(name, name), device=device)
+            parent = main[name].init_from
+            backbone = checkpoint_entry(
+                result.main_checkpoints[parent].path, name=MODEL_NAMES.get(parent, parent), device=device
+            )
+            sweep_entries[name] = (moe, backbone)
+            result.knobs[moe.name] = [*_calibrated_knobs(moe, grid, spec.sweep.points), None]
+            shown = ", ".join("default" if k is None else f"{k:g}" for k in result.knobs[moe.name])
+            log(f"[sweep] {moe.name}: knobs {shown}")
+    if "sweep" in stages and sweep_entries:
+        started = time.monotonic()
+        from moeisr.metrics import load_lpips
+
+        lpips_model = load_lpips(device)
+        computed = 0
+        for moe, backbone in sweep_entries.values():
+            knob_grid = Grid(grid.sets, grid.scales, knobs=result.knobs[moe.name], limit=grid.limit)
+            _, n = evaluate([backbone, moe], knob_grid, cache_store, device=device, flops_fn=flops,
+                            progress=progress, commit=commit)  # fmt: skip
+            computed += n
+            computed += evaluate_reference_routers(
+                [moe], grid, {moe.name: result.knobs[moe.name]}, spec.sweep.oracle_levels, spec.sweep.random_seeds,
+                cache_store, flops, device=device, lpips_model=lpips_model, progress=progress, commit=commit,
+            )  # fmt: skip
+        result.sweep_computed = computed
+        log(f"[sweep] {computed} rows computed now (the rest from {main_paths.cache_file})")
+        _record(stage_times, "sweep", time.monotonic() - started, f"{computed} rows computed", commit, computed > 0)
+
+    # ---- report --------------------------------------------------------------------------------------------------
+    if "report" in stages:
+        started = time.monotonic()
+        frames = _frames(suite_obj, selected, experiments, result, entries, sweep_entries, grid, spec, cache_store, log)
+        result.frames = frames
+        result.written = _write_outputs(frames, paths, spec, grid, result, commit, command, main, log)
+        _record(stage_times, "report", time.monotonic() - started, f"{len(result.written)} files", commit, True)
+    atomic_write_text(paths.timings, json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _record(stage_times: dict, stage: str, seconds: float, details: str, commit: str, did_work: bool) -> None:
+    """A stage's wall time; a stage that only reused earlier work keeps the timing of the run that did it."""
+    previous = stage_times.get(stage)
+    if not did_work and isinstance(previous, dict) and previous.get("seconds") is not None:
+        previous["last_checked"] = f"{_stamp()}: {details}"
+        return
+    stage_times[stage] = {"seconds": round(seconds, 1), "finished": _stamp(), "commit": commit, "details": details}
+
+
+def _main_checkpoints(main, required, optional, paths: Paths, profile, train_main, device, progress, log) -> dict:
+    """The main job's checkpoints of `required` and `optional` (parents first), through prepare_checkpoint.
+
+    A missing required checkpoint is a UserError (unless `train_main` trains it); a missing optional one is noted
+    and left out."""
+    out: dict[str, CheckpointInfo] = {}
+    for role in ROLES:
+        name = role.experiment
+        if name not in required | optional:
+            continue
+        experiment = main[name]
+        if experiment.init_from and experiment.init_from not in out:
+            log(f"[main] {name}: left out (its parent {experiment.init_from} is not available)")
+            continue
+        parent = out[experiment.init_from].path if experiment.init_from else None
+        try:
+            out[name] = prepare_checkpoint(
+                experiment,
+                bundle=paths.bundle / f"{name}.pt",
+                run_dir=paths.run_dir(profile, name),
+                log_copy=paths.logs / f"{name}.csv",
+                parent=parent,
+                allow_training=train_main,
+                device=device,
+                progress=progress,
+                log=lambda line, n=name: log(f"[main] {n}: {line}"),
+            )
+        except UserError as exc:
+            if name not in required:
+                log(f"[main] {name}: left out of the report ({exc})")
+                continue
+            if train_main:
+                raise
+            raise UserError(
+                f"{exc} -- the ablations start from the main job's checkpoints: run `moeisr reproduce --profile "
+                f"{profile} --stages train` first (or pass --train-main)"
+            ) from None
+    return out
+
+
+def _row_checkpoint(row: Row, experiment, paths: AblationPaths, profile, result, allow, retrain, device, progress, log):
+    """The row's bundle via prepare_checkpoint; None (with a note) when it is not trained and training is off."""
+    parent = result.main_checkpoints[experiment.init_from].path if experiment.init_from else None
+    try:
+        return prepare_checkpoint(
+            experiment,
+            bundle=paths.bundle / f"{row.name}.pt",
+            run_dir=paths.run_dir(profile, row.name),
+            log_copy=paths.logs / f"{row.name}.csv",
+            parent=parent,
+            retrain=retrain,
+            allow_training=allow,
+            device=device,
+            progress=progress,
+            log=lambda line: log(f"[train] {row.name}: {line}"),
+        )
+    except UserError as exc:
+        if allow:
+            raise
+        log(f"[train] {row.name}: skipped ({exc})")
+        return None
+
+
+def _calibrated_knobs(entry: ModelEntry, grid: Grid, points: int) -> list[float]:
+    """`routers.sweep_knobs` on the grid's LR images (every set, image and scale): deterministic per checkpoint."""
+    lrs, sizes = [], []
+    for dataset in grid.sets:
+        for path in list_images(dataset, limit=grid.limit.get(dataset)):
+            hr_full = load_image(path)
+            for scale in grid.scales:
+                hr, lr = degrade(hr_full, scale)
+                lrs.append(lr[None].to(next(entry.model.parameters()).device))
+                sizes.append(tuple(hr.shape[-2:]))
+    return sweep_knobs(entry.model, lrs, sizes, points)
+
+
+# -------------------------------------------------------------------------------------------- frames
+
+
+def _cached(cache: ResultsCache, keys: Sequence) -> pd.DataFrame:
+    frame = cache.load()
+    if frame.empty:
+        return frame
+    wanted = {make_key(*k) for k in keys}
+    mask = [make_key(*k) in wanted for k in zip(*(frame[c] for c in KEY_COLUMNS), strict=True)]
+    return frame[mask].reset_index(drop=True)
+
+
+def _keys(entry: ModelEntry, grid: Grid, labels: Sequence) -> list:
+    return [
+        make_key(entry.ckpt_hash, dataset, path.stem, float(scale), label, PROTOCOL_VERSION)
+        for dataset in grid.sets
+        for path in list_images(dataset, limit=grid.limit.get(dataset))
+        for scale in grid.scales
+        for label in labels
+    ]
+
+
+def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries, grid, spec, cache, log) -> dict:
+    """The tidy rows and the summaries the report writes (see `moeisr.ablations.analysis`)."""
+    meta_rows = []
+    for r in selected:
+        if r.name not in entries:
+            continue
+        exp, info, model = experiments[r.name], result.checkpoints[r.name], entries[r.name].model
+        ref = experiments[suite.reference_of(r).name]
+        factor = suite.factors.get(r.factor) if r.factor else None
+        meta_rows.append(
+            {
+                "row": r.name,
+                "base": r.base,
+                "reference": suite.reference_of(r).name,
+                "factor": r.factor,
+                "factor_label": factor.label if factor else None,
+                "value": factor_value(factor, exp)
+                if factor
+                else "; ".join(f"{f.label} {factor_value(f, exp)}" for f in _factors_of(suite, r.base)),
+                "reference_value": factor_value(factor, ref) if factor else None,
+                "steps": info.meta.get("steps"),
+                "config_hash": exp.config_hash,
+                "ckpt_hash": entries[r.name].ckpt_hash,
+                "train_commit": info.meta.get("commit"),
+                "n_experts": model.n_experts,
+                "costs": model.experts.relative_costs().tolist(),
+            }
+        )
+    meta = pd.DataFrame(meta_rows)
+    rows = _cached(cache, [k for e in entries.values() for k in _keys(e, grid, [None])])
+    missing = len(entries) * len(_keys(next(iter(entries.values())), grid, [None])) - len(rows) if entries else 0
+    if missing > 0:
+        log(f"[report] WARNING: {missing} row images are not evaluated yet; the tables cover the rest")
+    if len(rows) and len(meta):
+        rows = rows.merge(meta.drop(columns=["costs"]).rename(columns={"row": "model"}), on=["model", "ckpt_hash"])
+    cells = analysis.factor_cells(rows, meta) if len(meta) and len(rows) else pd.DataFrame()
+    summary = analysis.factor_summary(cells, meta) if len(cells) else pd.DataFrame()
+
+    parts = []
+    for moe, backbone in sweep_entries.values():
+        knobs = result.knobs[moe.name]
+        labels = reference_labels(knobs, spec.sweep.oracle_levels, spec.sweep.random_seeds)
+        learned = _cached(cache, _keys(moe, grid, knobs))
+        references = _cached(cache, _keys(moe, grid, labels))
+        base = _cached(cache, _keys(backbone, grid, [None]))
+        for frame, router in ((learned, "learned"), (references, None), (base, "backbone")):
+            if frame.empty:
+                continue
+            frame = frame.copy()
+            frame.insert(0, "family", moe.name)
+            frame.insert(1, "router", router or frame["knob"].str.partition(":")[0])
+            parts.append(frame)
+    sweep = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    points = analysis.sweep_points(sweep) if len(sweep) else pd.DataFrame()
+    routers = analysis.router_summary(points, spec.sweep.oracle_levels) if len(points) else pd.DataFrame()
+    return {"rows": rows, "factor_cells": cells, "factors": summary, "sweep": sweep, "sweep_points": points,
+            "routers": routers}  # fmt: skip
+
+
+def _factors_of(suite: Suite, base: str) -> list:
+    used = [r.factor for r in suite.rows if r.base == base and r.factor]
+    return [suite.factors[f] for f in dict.fromkeys(used)]
+
+
+# -------------------------------------------------------------------------------------------- outputs
+
+
+def _write_outputs(frames, paths: AblationPaths, spec: ProfileSpec, grid: Grid, result, commit, command, main, log):
+    written = []
+    for name, frame in frames.items():
+        out = frame.drop(columns=["costs"], errors="ignore")
+        written.append(atomic_write_text(paths.csv(name), out.to_csv(index=False)))
+    sizes = set_sizes(grid.sets)
+    main_steps = {m: main[m].optim.max_steps for m in {r.base for r in result.rows}}
+    grid_line = (
+        "Grid: "
+        + "; ".join(
+            [
+                ", ".join(dataset_label(s, grid.limit.get(s, sizes[s]), sizes[s]) for s in grid.sets),
+                "scales " + ", ".join(f"×{s:g}" for s in grid.scales),
+                f"sweep: {spec.sweep.points} routing budgets + argmax, oracle ε levels "
+                + ", ".join(f"{v:g}/255" for v in spec.sweep.oracle_levels)
+                + f", random seeds {', '.join(map(str, spec.sweep.random_seeds))}",
+            ]
+        )
+        + "."
+    )
+    markdown = text.ablations_markdown(
+        header(commit, spec.name, command),
+        frames["factors"],
+        frames["factor_cells"],
+        frames["sweep_points"],
+        frames["routers"],
+        spec.sweep.oracle_levels,
+        main_steps,
+        grid_line,
+        sizes,
+    )
+    written.append(atomic_write_text(paths.table, markdown))
+    figure = figures.factors_figure(frames["factors"], paths.figure("factors"))
+    if figure is not None:
+        written.append(figure)
+    for family in dict.fromkeys(frames["sweep_points"]["family"]) if len(frames["sweep_points"]) else []:
+        figure = figures.sweep_figure(
+            frames["sweep_points"], family, paths.figure(f"sweep_{family.removeprefix('moeisr-')}"), sizes
+        )
+        if figure is not None:
+            written.append(figure)
+    report = paths.main.report
+    if report.is_file():
+        from moeisr.report.report_md import ablation_section, splice_ablation_section
+
+        section = ablation_section(paths.main.results)
+        atomic_write_text(report, splice_ablation_section(report.read_text(encoding="utf-8"), section))
+        written.append(report)
+    log(f"[report] wrote {', '.join(str(p) for p in written)}")
+    return written
