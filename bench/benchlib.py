@@ -38,6 +38,8 @@ CHECKPOINTS = Path(os.environ.get("MOEISR_BENCH_CHECKPOINTS", REPO / "results" /
 SEED = 0
 
 ENCODER = {"name": "edsr-baseline", "args": {"n_resblocks": 16, "n_feats": 64, "no_upsampling": True}}
+# the paper's RDN encoder (config B: G0=64, D=16 blocks, C=8 convs, G=64), for the full-size memory cases
+RDN_ENCODER = {"name": "rdn", "args": {"G0": 64, "RDNconfig": "B", "no_upsampling": True}}
 BACKBONE_SPECS = {
     "liif": {
         "name": "liif",
@@ -55,6 +57,13 @@ BACKBONE_SPECS = {
         },
     },
 }
+# the same backbones on RDN: "liif-rdn", "lte-rdn"
+BACKBONE_SPECS.update(
+    {
+        f"{name}-rdn": {"name": spec["name"], "args": {**spec["args"], "encoder_spec": RDN_ENCODER}}
+        for name, spec in list(BACKBONE_SPECS.items())
+    }
+)
 # MoEISR routing settings timed by the suite. An untrained mapper's argmax is arbitrary, so the ratios use
 # settings whose expert mix is known: all pixels to the cheapest expert, or a knob chosen per image by
 # bisection so that the decoder spends 60% of the all-deepest MACs (the realised mix is recorded).
@@ -73,7 +82,8 @@ def _checkpoint_for(name: str) -> Path | None:
 
 
 def build_model(name: str) -> tuple[nn.Module, str]:
-    """A full-size model by name ("liif", "lte", "moeisr-liif", "moeisr-lte") and where its weights came from.
+    """A full-size model by name ("liif", "lte", "moeisr-liif", "moeisr-lte"; "liif-rdn", "lte-rdn" with the RDN
+    encoder) and where its weights came from.
 
     Trained checkpoints in results/checkpoints/ (liif.pth, moeisr_liif.pth, ...) are used when present;
     otherwise seeded random weights (fine for timing; MoEISR then starts from the random backbone so that
@@ -129,12 +139,19 @@ def largest_image(dataset: str) -> Path:
 
 def lr_of_size(size: int) -> torch.Tensor:
     """A real size×size LR input: the centre crop of the largest Urban100 image, bicubic-downscaled by 2
-    first when that leaves enough pixels (the content of a real photo at LR statistics)."""
+    first when that leaves enough pixels (the content of a real photo at LR statistics). No stored image has
+    1024 pixels on both sides (Urban100's largest is 960×1280): the short side is then mirrored out to `size`
+    (time and memory of LIIF/LTE do not depend on the content)."""
     hr = load_image(largest_image("Urban100"))
     _, lr = degrade(hr, 2)
     h, w = lr.shape[-2:]
     if min(h, w) < size:
         lr = hr
+        h, w = lr.shape[-2:]
+    if min(h, w) < size:
+        pad_h, pad_w = max(size - h, 0), max(size - w, 0)
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        lr = torch.nn.functional.pad(lr.unsqueeze(0), pads, mode="reflect")[0]
         h, w = lr.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return lr[:, top : top + size, left : left + size].unsqueeze(0).contiguous()
@@ -151,12 +168,17 @@ def query_grid(lr: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tens
 
 
 def encoder_macs(model: nn.Module, h: int, w: int) -> int:
-    """EDSR encoder convolution MACs (closed form of moeisr.flops), plus LTE's coef/freq convs."""
+    """EDSR / RDN encoder convolution MACs (closed form of moeisr.flops), plus LTE's coef/freq convs."""
     backbone = model.backbone if isinstance(model, MoEISR) else model
-    args = backbone.encoder.spec["args"]
-    macs = cf.edsr_encoder(h, w, n_resblocks=args["n_resblocks"], n_feats=args["n_feats"])
+    encoder = backbone.encoder
+    if encoder.spec["name"] == "rdn":
+        rdn = {"G0": encoder.out_dim, "D": len(encoder.RDBs), "C": len(encoder.RDBs[0].convs)}
+        macs = cf.rdn_encoder(h, w, **rdn, G=encoder.RDBs[0].convs[0].conv[0].out_channels)
+    else:
+        args = encoder.spec["args"]
+        macs = cf.edsr_encoder(h, w, n_resblocks=args["n_resblocks"], n_feats=args["n_feats"])
     if backbone.spec["name"] == "lte":
-        macs += 2 * cf.conv_macs(h, w, args["n_feats"], backbone.hidden_dim)
+        macs += 2 * cf.conv_macs(h, w, encoder.out_dim, backbone.hidden_dim)
     return macs
 
 
@@ -273,7 +295,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
-def memory_case(args: list[str], timeout: float = 7200) -> dict:
+def memory_case(args: list[str], timeout: float = 4 * 3600) -> dict:
     """Run bench/memcase.py with `args` in a fresh interpreter (its own peak RSS) with this process's thread
     count; returns its JSON result."""
     cmd = [sys.executable, str(BENCH_DIR / "memcase.py"), *args, "--threads", str(torch.get_num_threads())]

@@ -17,7 +17,11 @@ import torch
 
 def pytest_addoption(parser):
     group = parser.getgroup("moeisr bench")
-    group.addoption("--bench-large", action="store_true", help="also run the long memory case (×30 of a 256² LR)")
+    group.addoption(
+        "--bench-large",
+        action="store_true",
+        help="also run the full-size memory cases (LIIF/LTE × EDSR/RDN × {×4 of 1024², ×30 of 256²})",
+    )
     group.addoption(
         "--bench-set14", default=None, help="comma-separated Set14 image names for the sweeps (default: all 14)"
     )

@@ -2,10 +2,13 @@
 
     python bench/memcase.py MODEL (--image DATASET:NAME | --largest DATASET | --lr-size N) --scale S
                             [--path as_executed|as_published] [--routing cheapest|budget60|argmax|deepest]
-                            [--threads N]
+                            [--threads N] [--tile N|none]
 
+MODEL: liif, lte, moeisr-liif, moeisr-lte (EDSR-baseline encoder), liif-rdn, lte-rdn (RDN, config B).
+--tile sets `encode_tile_size` (default: the model's, ENCODE_TILE_SIZE; "none" encodes untiled).
 Prints one JSON line: seconds, peak_rss_gb (VmHWM of this process: imports, model, encoder, output,
-chunk buffers), rss_before_gb (after building the model and loading the image), sizes and the routing.
+chunk buffers), rss_before_gb (after building the model and loading the image), sizes, the routing and the
+encoder tiles.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 
 import benchlib as B
 import torch
+
+from moeisr.models.base import receptive_radius, tile_spans
 
 
 def main() -> int:
@@ -29,11 +34,15 @@ def main() -> int:
     parser.add_argument("--path", default="as_executed", choices=["as_executed", "as_published"])
     parser.add_argument("--routing", default=None, choices=sorted(B.ROUTINGS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--tile", default=None, help="encode_tile_size: a side in LR pixels, or none")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     model, weights = B.build_model(args.model)
+    if args.tile is not None:
+        model.encode_tile_size = None if args.tile == "none" else int(args.tile)
+    backbone = getattr(model, "backbone", model)
     if args.lr_size:
         lr = B.lr_of_size(args.lr_size)
         size = (round(lr.shape[-2] * args.scale), round(lr.shape[-1] * args.scale))
@@ -61,9 +70,20 @@ def main() -> int:
         "rss_before_gb": rss_before,
         "peak_rss_gb": B.peak_rss_gb(),
         "threads": torch.get_num_threads(),
+        "encoder": backbone.encoder.spec["name"],
+        "encode_tile_size": model.encode_tile_size,
+        "encoder_tiles": _tiles(backbone, tuple(lr.shape[-2:])),
     }
     print(json.dumps(result))
     return 0
+
+
+def _tiles(backbone, hw: tuple[int, int]) -> int:
+    """How many tiles `encode` cut the LR image into (1: untiled)."""
+    tile, radius = backbone.encode_tile_size, receptive_radius(backbone.encoder)
+    if tile is None or radius is None or hw[0] * hw[1] <= tile * tile:
+        return 1
+    return len(tile_spans(hw[0], tile, radius)) * len(tile_spans(hw[1], tile, radius))
 
 
 if __name__ == "__main__":

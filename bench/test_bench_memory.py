@@ -1,6 +1,9 @@
 """Peak resident memory of single `upscale` calls, each in a fresh interpreter (bench/memcase.py), so one
-case's peak does not hide another's. The largest case (×30 of a 256² LR, about 20 minutes on 2 shared
-cores) runs with --bench-large only."""
+case's peak does not hide another's. The full-size cases run with --bench-large only: LIIF and LTE with the
+paper's EDSR-baseline and RDN encoders (256-wide decoders, random weights) at ×4 of a 1024² LR (RDN then
+encodes in 2×2 tiles) and ×30 of a 256² LR (a 7680² output), each must stay under 6 GB. They take 5-40
+minutes each on 2 shared cores; e.g. `nice -n 10 pytest bench/test_bench_memory.py --bench-large
+--bench-threads 1 -k large -p no:cacheprovider` (MOEISR_BENCH_OUT=... keeps results/ untouched)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ CASES = [
     ("liif", ["--largest", "Urban100", "--scale", "4"]),
     ("moeisr-liif", ["--largest", "Urban100", "--scale", "4", "--routing", "budget60"]),
 ]
-LARGE = [("liif", ["--lr-size", "256", "--scale", "30"])]
+FULL_SIZE_INPUTS = [["--lr-size", "1024", "--scale", "4"], ["--lr-size", "256", "--scale", "30"]]
+LARGE = [(name, args) for name in ("liif", "lte", "liif-rdn", "lte-rdn") for args in FULL_SIZE_INPUTS]
 
 
 def _case_id(case):

@@ -1,5 +1,6 @@
 """moeisr.flops: fvcore on the real upscale path vs torch's FlopCounterMode and the closed forms, on a
-real Set14 image; determinism, chunk-size invariance, the documented zero-cost ops, and errors."""
+real Set14 image; determinism, chunk-size invariance, the documented zero-cost ops, the executed path, and
+errors."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from moeisr.errors import UserError
 from moeisr.flops import closed_form as cf
 from moeisr.flops import count
 from moeisr.flops.handles import ZERO_COST_OPS
+from moeisr.models.base import using_decoder_path
 from moeisr.models.moe.moeisr import MoEISR
 from moeisr.registry import models
 
@@ -266,3 +268,38 @@ def test_errors_are_user_errors(lr):
         count(liif, None, 2, image=lr * 2)
     with pytest.raises(UserError, match="lr_size"):
         count(liif, (0, 8), 2)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_the_executed_path_is_counted_exactly(name, lr, out_size, reports, mixed_knobs):
+    """`using_decoder_path(model, "as_executed")` counts what upscale runs by default: LIIF's per-LR-pixel
+    projection and fewer MACs per input, LTE's basis inside the MLPs, no ×1 in EDSR, no eval softmax; the
+    routing (pixels per expert) is the published one. The published counts are the ones pinned above."""
+    knob = mixed_knobs.get(name)
+    model = build(name)
+    with using_decoder_path(model, "as_executed"):
+        report = count(model, None, SCALE, image=lr, routing_knob=knob, chunk_size=CHUNK)
+    published = reports(name, knob)
+    assert report.path.startswith("as executed") and published.path.startswith("as published")
+    assert report.uncounted_ops == {}
+    (h, w), (H, W) = report.lr_size, report.out_size
+    assert report.encoder == published.encoder - h * w * 16 * 2  # the two multiplies by res_scale = 1
+    assert report.mapper == published.mapper
+    mlps = list(model.experts) if isinstance(model, MoEISR) else [model.imnet]
+    queries = report.expert_queries if isinstance(model, MoEISR) else [H * W]
+    if isinstance(model, MoEISR):
+        assert report.expert_queries == published.expert_queries and sum(queries) == H * W
+        assert published.by_operator["softmax"] == 3 * H * W * model.n_experts
+        assert report.by_operator.get("softmax", 0) == 0
+    expected = []
+    for mlp, n in zip(mlps, queries, strict=True):
+        hidden = [layer.out_features for layer in mlp.layers if isinstance(layer, torch.nn.Linear)][:-1]
+        if "liif" in name:
+            in_dim = 16 * 9 + 4
+            projection = cf.liif_projection(h * w, in_dim, hidden[0]) if n else 0
+            expected.append(projection + n * 4 * cf.liif_executed_per_input(in_dim, hidden))
+        else:
+            expected.append(n * 4 * (cf.mlp_macs(32, hidden) + cf.lte_basis_executed(32)))
+    assert report.decoder == sum(expected)
+    if isinstance(model, MoEISR):
+        assert report.per_expert == expected

@@ -26,6 +26,9 @@ def test_official_format_round_trip_gives_identical_outputs(tmp_path, decoder, e
     lr = lr_crop("man", h=16, w=16)
     loaded = load_model(official_file(model, tmp_path / "epoch-last.pth"))
     assert type(loaded) is type(model) and not loaded.training
+    # load_model prepares for inference (channels-last activations): float rounding only...
+    assert (loaded.upscale(lr, (37, 37)) - model.upscale(lr, (37, 37))).abs().max().item() <= 1e-5
+    loaded.channels_last = False  # ...and without that inference setting, bit for bit
     assert torch.equal(loaded.upscale(lr, (37, 37)), model.upscale(lr, (37, 37)))
 
 
@@ -62,7 +65,14 @@ def test_our_format_is_atomic_and_keeps_train_state(tmp_path):
     loaded = load_model(path)
     assert loaded.spec == model.spec
     lr = lr_crop()
+    # prepared for inference (channels-last encoder activations): equal up to float rounding, and bitwise the
+    # plain model's output without that setting; the parameters are the saved ones, layout included
+    assert loaded.channels_last and not loaded.training
+    assert (loaded.upscale(lr, (50, 41)) - model.upscale(lr, (50, 41))).abs().max().item() <= 1e-5
+    loaded.channels_last = False
     assert torch.equal(loaded.upscale(lr, (50, 41)), model.upscale(lr, (50, 41)))
+    saved = model.state_dict()
+    assert all(v.is_contiguous() and torch.equal(v, saved[k]) for k, v in loaded.state_dict().items())
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path):

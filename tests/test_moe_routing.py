@@ -146,6 +146,21 @@ def test_router_aux_loss_weights_and_gradient():
         Router(tau=0.0)
 
 
+def test_eval_routing_without_probabilities_is_the_same_routing():
+    """eval_probs=False (the executed path) skips the softmax; the knob-argmax routing is unchanged and the
+    probabilities are computed on demand; training always computes them."""
+    router = Router()
+    logits = torch.randn(2, 64, 4, generator=torch.Generator().manual_seed(2))
+    costs = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+    for knob in (0.0, 0.7, math.inf, -math.inf):
+        full = router.route(logits, costs, training=False, knob=knob)
+        lean = router.route(logits, costs, training=False, knob=knob, eval_probs=False)
+        assert lean.probs is None and torch.equal(lean.assign, full.assign)
+        assert torch.equal(lean.probabilities(), full.probs) and lean.probs is not None
+    trained = router.route(logits, costs, training=True, eval_probs=False, generator=torch.Generator().manual_seed(1))
+    assert trained.probs is not None
+
+
 def test_knob_is_monotone_and_infinite_knobs_are_exact():
     torch.manual_seed(3)
     logits = torch.randn(1, 5000, 4) * 3

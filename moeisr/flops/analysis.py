@@ -6,8 +6,13 @@ grid in chunks of `chunk_size` pixels. fvcore traces with `torch.jit`, so the da
 dispatch of MoEISR is recorded with the actual index tensors of this input: each expert's Linear layers
 appear with exactly the rows routed to it.
 
-Keeping everything alive. A jit trace drops operations whose results never reach the outputs. At eval,
-MoEISR's routing probabilities are computed and never used, and when every pixel goes to one expert
+Which path. Under the default decoder_path "auto" a trace takes the published path (moeisr.models.base), so
+the counts are the papers' operations. With `using_decoder_path(model, "as_executed")` the count follows
+what `upscale` runs by default (LIIF's split first layer, LTE's basis inside the MLPs, no EDSR ×1, no eval
+softmax; `FlopReport.path` says which); `_fill_experts` knows both paths' per-expert costs.
+
+Keeping everything alive. A jit trace drops operations whose results never reach the outputs. At eval on
+the published path, MoEISR's routing probabilities are computed and never used, and when every pixel goes to one expert
 (always at routing knob ±inf) even the mapper and the logit sampling become dead code, although the
 real forward runs them. So the traced forward runs under a TorchFunctionMode that takes a one-element
 copy (`aten::as_strided` + `aten::clone`, both zero-cost) of every tensor an operation returns and
@@ -35,6 +40,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from moeisr.errors import UserError
+from moeisr.flops import closed_form
 from moeisr.flops.handles import extra_handles
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size
 from moeisr.models.moe.moeisr import MoEISR
@@ -46,6 +52,10 @@ CONVENTION = (
     "data movement, casts, comparisons and integer index arithmetic = 0"
 )
 PATH = "as published: the per-query MLP decodes every local-ensemble shift of every output pixel"
+PATH_EXECUTED = (
+    "as executed: the exact reformulation upscale runs by default (LIIF: first layer split per LR pixel; LTE: "
+    "Fourier basis built inside the MLP's first layer; docs/speed.md)"
+)
 # the fvcore scope of the model inside the traced wrapper
 _ROOT = "model"
 
@@ -63,7 +73,9 @@ class FlopReport:
     input normalisation, coordinates, LIIF/LTE's decoder-input construction and Fourier features,
     ensemble blend, LTE's bilinear skip, MoEISR's logit sampling and routing).
     per_expert: decoder FLOPs of each expert (MoEISR; cheapest first); expert_queries: output pixels routed
-    to each expert; expert_shares: their fractions (sum 1).
+    to each expert; expert_shares: their fractions (sum 1). On the executed path (`path`, counted with
+    `using_decoder_path(model, "as_executed")`) the decoder also holds LIIF's per-LR-pixel projection and
+    LTE's basis construction, which run inside the MLPs there.
     by_operator: FLOPs per operator type; zero_cost_ops: calls of operators counted 0 by decision;
     uncounted_ops: calls of operators nobody decided about (fvcore counted them as 0).
     """
@@ -296,21 +308,48 @@ def count(
         zero_cost_ops=dict(sorted(zero_calls.items())),
         uncounted_ops=dict(sorted(uncounted.items())),
         chunk_size=int(chunk_size),
+        path=PATH_EXECUTED if model.decoder_path == "as_executed" else PATH,
     )
     if is_moe:
         _fill_experts(report, model, by_module, decoder_name)
     return report
 
 
+def _expert_cost(model: MoEISR, j: int, lr_pixels: int, ensemble: int, executed: bool) -> tuple[int, int]:
+    """(FLOPs once per image if expert j decodes any pixel, FLOPs per pixel routed to it) on the counted path."""
+    expert = model.experts[j]
+    if not executed:
+        return 0, ensemble * expert.macs_per_input
+    backbone = model.backbone
+    if hasattr(backbone, "factored_inputs"):  # LIIF: FactoredInputs, the per-LR-pixel projection in the expert
+        n_tail = 2 + (2 if backbone.cell_decode else 0)
+        hidden = expert.hidden_list
+        once = closed_form.liif_projection(lr_pixels, expert.in_dim, hidden[0] if hidden else expert.out_dim, n_tail)
+        return once, ensemble * closed_form.liif_executed_per_input(expert.in_dim, hidden, n_tail, expert.out_dim)
+    if hasattr(backbone, "fourier_inputs"):  # LTE: the basis is built inside the expert's first layer
+        return 0, ensemble * (expert.macs_per_input + closed_form.lte_basis_executed(backbone.hidden_dim))
+    return 0, ensemble * expert.macs_per_input
+
+
 def _fill_experts(report: FlopReport, model: MoEISR, by_module: Mapping[str, int], decoder_name: str) -> None:
-    """per_expert FLOPs, and the pixels routed to each expert recovered from them (exact integers)."""
+    """per_expert FLOPs, and the pixels routed to each expert recovered from them (exact integers).
+
+    Published path: an expert's FLOPs are pixels · K · MACs per input. Executed path: LIIF's experts add their
+    per-LR-pixel projection once (if they decode any pixel) and fewer MACs per input; LTE's add the basis
+    construction per input (`closed_form.liif_projection`, `liif_executed_per_input`, `lte_basis_executed`)."""
     ensemble = model.ensemble_size()
+    executed = model.decoder_path == "as_executed"
+    lr_pixels = report.lr_size[0] * report.lr_size[1]
     report.expert_hidden_lists = copy.deepcopy(model.experts.hidden_lists)
-    for j, macs in enumerate(model.experts.macs_per_input):
+    for j in range(model.n_experts):
         flops = int(by_module.get(f"{decoder_name}.experts.{j}", 0))
-        queries, rest = divmod(flops, ensemble * macs)
-        if rest:
-            raise RuntimeError(f"expert {j}: {flops} FLOPs is not a multiple of {ensemble}×{macs} MACs per query")
+        once, per_pixel = _expert_cost(model, j, lr_pixels, ensemble, executed)
+        queries, rest = divmod(flops - once, per_pixel) if flops else (0, 0)
+        if rest or queries < 0 or (flops and queries == 0 and once == 0):
+            raise RuntimeError(
+                f"expert {j}: {flops} FLOPs is not {once} + a multiple of {per_pixel} FLOPs per pixel "
+                f"({'executed' if executed else 'published'} path)"
+            )
         report.per_expert.append(flops)
         report.expert_queries.append(queries)
     n = sum(report.expert_queries)

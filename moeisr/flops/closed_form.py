@@ -156,3 +156,23 @@ def lte(
         "cos_sin": q * ENSEMBLE * hidden_dim,
         "skip": q * 3 * BILINEAR_TAPS,
     }
+
+
+def lte_basis_executed(hidden_dim: int = 256) -> int:
+    """FLOPs of building one row of LTE's Fourier basis on the "as executed" path (`FourierInputs.basis`, in
+    the scope of the MLP / expert that consumes it): per frequency j < d/2 the products f_2j·x and f_2j+1·y,
+    their sum, + phase, ×π, cos, sin (7 per j), then ×coef on all d values: 4.5·d."""
+    return 7 * (hidden_dim // 2) + hidden_dim
+
+
+def liif_executed_per_input(in_dim: int, hidden_list: Sequence[int], n_tail: int = 4, out_dim: int = 3) -> int:
+    """MACs per decoder input of a LIIF MLP / MoEISR-LIIF expert on the "as executed" path (`FactoredInputs`):
+    the first layer's tail columns (rel_coord, cell) and the later layers. Default LIIF: 198,400."""
+    dims = [int(in_dim), *map(int, hidden_list), int(out_dim)]
+    return n_tail * dims[1] + sum(a * b for a, b in zip(dims[1:-1], dims[2:], strict=False))
+
+
+def liif_projection(lr_pixels: int, in_dim: int, hidden_0: int, n_tail: int = 4) -> int:
+    """The per-LR-pixel part of that first layer (a 3×3 conv of the features, once per image and MLP that
+    decodes any query): lr_pixels · (in_dim − n_tail) · hidden_0."""
+    return lr_pixels * (int(in_dim) - n_tail) * int(hidden_0)

@@ -18,6 +18,15 @@ path. Set "as_executed" explicitly to count the executed path.
 `upscale` encodes once and then queries the output grid in chunks of `chunk_size` pixels whose
 coordinates are generated per chunk, so memory stays bounded by the features, the output image and
 one chunk, whatever the output size.
+
+Inference settings (attributes, not in the spec or the state dict; setting one on a model sets it on every
+ImplicitSR inside, e.g. a MoEISR's backbone), applied by `run_encoder` with gradients off:
+- `encode_tile_size` (default ENCODE_TILE_SIZE = 660): above encode_tile_size² LR pixels the encoder runs on
+  overlapping tiles of at most encode_tile_size pixels a side, context included (`encode_tiled`), so its peak
+  memory is bounded whatever the input size; the context covers the encoder's receptive field, so the
+  features equal the untiled ones up to float rounding. None disables tiling.
+- `channels_last` (default False; `prepare_for_inference` and `load_model` set it): the encoder input is made
+  channels-last, so every convolution runs in oneDNN's faster NHWC layout (weights are left as they are).
 """
 
 from __future__ import annotations
@@ -42,9 +51,16 @@ NORM_DIV = 0.5
 # chunk_size × 4 shifts × 580 floats ≈ 300 MB at this size.
 DEFAULT_CHUNK_SIZE = 32768
 
+# Largest side (LR pixels, context included) of an encoder tile; images of at most this squared pixel count
+# are encoded whole. RDN (config B) peaks at ~8.8 KB of activations per LR pixel, so a 660² tile stays under
+# 4 GB (docs/speed.md §6); EDSR-baseline needs far less. A 1024² image takes 2×2 tiles (RDN: 643² each).
+ENCODE_TILE_SIZE = 660
+
 DECODER_PATHS = ("auto", "as_published", "as_executed")
 # set while `upscale` runs (like torch's grad mode: scoped, per thread/context): "auto" means executed there
 _IN_UPSCALE = contextvars.ContextVar("moeisr_in_upscale", default=False)
+# set while an encoder runs for an "as executed" query (`ImplicitSR.run_encoder`): see `executing`
+_EXECUTING = contextvars.ContextVar("moeisr_executing", default=False)
 
 Features = dict[str, torch.Tensor]
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -60,16 +76,33 @@ def denormalise(x: torch.Tensor) -> torch.Tensor:
     return x * NORM_DIV + NORM_SUB
 
 
+def executing() -> bool:
+    """Whether the code running now belongs to an "as executed" encode (set by `ImplicitSR.run_encoder`).
+
+    Modules may then skip work whose result is known exactly (EDSR's multiply by res_scale = 1, fresh
+    tensors for residual sums). On the published path (training, `forward`, default FLOPs counts) it is
+    False, so those see the paper's operations.
+    """
+    return _EXECUTING.get()
+
+
 class ImplicitSR(nn.Module):
     """Base class of arbitrary-scale models decoded per query point.
 
-    Subclasses set `spec` ({"name", "args"}, enough to rebuild the model), `imnet` (the decoder MLP) and
-    `imnet_in_dim`, and implement `encode` and `query` (see the module docstring).
+    Subclasses set `spec` ({"name", "args"}, enough to rebuild the model), `imnet` (the decoder MLP),
+    `imnet_in_dim` and usually `encoder`, and implement `encode` (through `run_encoder`) and `query` (see
+    the module docstring).
     """
 
     spec: dict
     imnet: nn.Module
     imnet_in_dim: int
+
+    def _set_everywhere(self, key: str, value) -> None:
+        """An inference setting, on this model and every ImplicitSR inside (not saved in checkpoints)."""
+        for module in self.modules():
+            if isinstance(module, ImplicitSR):
+                module.__dict__[key] = value
 
     @property
     def decoder_path(self) -> str:
@@ -81,9 +114,45 @@ class ImplicitSR(nn.Module):
     def decoder_path(self, value: str) -> None:
         if value not in DECODER_PATHS:
             raise UserError(f"decoder_path {value!r} is not one of {DECODER_PATHS}")
-        for module in self.modules():
-            if isinstance(module, ImplicitSR):
-                module.__dict__["_decoder_path"] = value
+        self._set_everywhere("_decoder_path", value)
+
+    @property
+    def channels_last(self) -> bool:
+        """Run the encoder on channels-last activations when gradients are off (module docstring)."""
+        return self.__dict__.get("_channels_last", False)
+
+    @channels_last.setter
+    def channels_last(self, value: bool) -> None:
+        self._set_everywhere("_channels_last", bool(value))
+
+    @property
+    def encode_tile_size(self) -> int | None:
+        """Largest side of an encoder tile, None = never tile (module docstring; default ENCODE_TILE_SIZE)."""
+        return self.__dict__.get("_encode_tile_size", ENCODE_TILE_SIZE)
+
+    @encode_tile_size.setter
+    def encode_tile_size(self, value: int | None) -> None:
+        if value is not None and (int(value) != value or value < 1):
+            raise UserError(f"encode_tile_size must be a positive integer or None, got {value!r}")
+        self._set_everywhere("_encode_tile_size", None if value is None else int(value))
+
+    def run_encoder(self, inp: torch.Tensor) -> torch.Tensor:
+        """`self.encoder(inp)`: normalised B×3×h×w → B×C×h×w features, with the inference settings.
+
+        With gradients on, or under a jit trace / dispatch mode (FLOPs counts), exactly `self.encoder(inp)`;
+        otherwise channels-last input (`channels_last`) and tiles (`encode_tile_size`, `encode_tiled`). On the
+        executed path the encoder runs with `executing()` set. The features equal `self.encoder(inp)` up to
+        float rounding (tests: ≤ 1e-5).
+        """
+        token = _EXECUTING.set(self.uses_executed_path())
+        try:
+            if torch.is_grad_enabled() or _tracing_or_counting():
+                return self.encoder(inp)
+            if self.channels_last and inp.dim() == 4:
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            return encode_tiled(self.encoder, inp, self.encode_tile_size)
+        finally:
+            _EXECUTING.reset(token)
 
     def uses_executed_path(self) -> bool:
         """Whether a query made now takes the "as executed" path (resolves "auto", see the module docstring)."""
@@ -195,13 +264,88 @@ def using_decoder_path(model: nn.Module, path: str) -> Iterator[nn.Module]:
 
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Put `model` in eval mode with channels-last convolution weights, in place; returns it.
+    """Put `model` in eval mode with channels-last encoder activations, in place; returns it.
 
-    oneDNN's convolutions on CPU run faster on channels-last weights and activations (the EDSR-baseline
-    encoder 1.2-1.8× here, docs/speed.md); the weights keep their values, the outputs change only by float
-    rounding (≈1e-6). The channels-last layout then propagates from the first conv through the encoder.
+    oneDNN's convolutions on CPU run faster in the channels-last layout (the EDSR-baseline encoder 1.2-1.8×
+    here, docs/speed.md). Only the input of the encoder is converted, at inference (`channels_last` of every
+    ImplicitSR inside); the layout then propagates through the convolutions (encoder, LTE's coef/freq,
+    MoEISR's mapper, LIIF's projection). The parameters keep their values and layout, so the state dict is
+    byte-for-byte unchanged (checkpoints written from the model, training started from it); the outputs
+    change only by float rounding (≈2e-6) — except MoEISR's where a pixel's routing logits sit on a tie: the
+    rounding can flip its expert (`load_model` therefore leaves MoEISR models unprepared). Modules that are
+    not ImplicitSR get channels-last weights instead.
     """
-    return model.eval().to(memory_format=torch.channels_last)
+    model.eval()
+    implicit = [m for m in model.modules() if isinstance(m, ImplicitSR)]
+    if not implicit:
+        return model.to(memory_format=torch.channels_last)
+    for module in implicit:
+        module.channels_last = True
+    return model
+
+
+def receptive_radius(encoder: nn.Module) -> int | None:
+    """How far (in pixels) an input pixel can influence the encoder's output: `encoder.receptive_radius`,
+    or None when the encoder does not declare it (it is then never tiled)."""
+    radius = getattr(encoder, "receptive_radius", None)
+    return None if radius is None else int(radius)
+
+
+def conv_chain_radius(module: nn.Module) -> int:
+    """Σ over the Conv2d layers of `module` of their half-extent dilation·(k-1)/2: an upper bound of the
+    receptive radius of a network of convolutions, pointwise operations, sums and concatenations in which
+    every convolution runs once per forward (EDSR, RDN)."""
+    total = 0
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            total += max(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size, strict=True))
+    return total
+
+
+def tile_spans(n: int, tile: int, radius: int) -> list[tuple[int, int]]:
+    """Cores [start, stop) covering range(n) such that each core plus `radius` pixels of context on its inner
+    sides spans at most about `tile` pixels (all tiles equally long, ±1): one core when n ≤ tile."""
+    if n <= tile:
+        return [(0, n)]
+    inner = max(tile - 2 * radius, 1)  # an interior core, with context on both sides, fills one tile
+    parts = max(2, math.ceil((n - 2 * radius) / inner))
+    step = (n - 2 * radius) / parts  # edge cores are `radius` longer: their outer side needs no context
+    bounds = [0, *(round(radius + i * step) for i in range(1, parts)), n]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def encode_tiled(encoder: nn.Module, inp: torch.Tensor, tile_size: int | None) -> torch.Tensor:
+    """encoder(inp) computed on overlapping tiles: inp B×3×h×w → B×C×h×w.
+
+    When h·w > tile_size², each axis longer than tile_size is cut into cores (`tile_spans`); a core is encoded
+    with r = `receptive_radius(encoder)` extra pixels of context on its inner sides (at the image border the
+    encoder's own zero padding is the right one), so tiles span at most ~tile_size pixels, and only the core
+    is kept. Every core pixel then sees exactly the inputs it sees in the untiled forward, so the result
+    equals it up to float rounding (other convolution blockings). Peak memory: one tile's activations plus
+    the output. Any device; the output has the first tile's memory format. Untiled (plain `encoder(inp)`)
+    when `tile_size` is None, h·w ≤ tile_size², or the encoder declares no receptive radius. Tiles should be
+    well above 2r: the recomputed context costs (tile / (tile − 2r))² per interior tile.
+    """
+    B, _, h, w = inp.shape
+    radius = receptive_radius(encoder)
+    if tile_size is None or h * w <= tile_size * tile_size or radius is None:
+        return encoder(inp)
+    out = None
+    for r0, r1 in tile_spans(h, tile_size, radius):
+        for c0, c1 in tile_spans(w, tile_size, radius):
+            a0, a1 = max(r0 - radius, 0), min(r1 + radius, h)
+            b0, b1 = max(c0 - radius, 0), min(c1 + radius, w)
+            tile = encoder(inp[:, :, a0:a1, b0:b1])
+            if out is None:
+                layout = torch.channels_last if _is_channels_last(tile) else torch.contiguous_format
+                out = torch.empty(B, tile.shape[1], h, w, dtype=tile.dtype, device=tile.device, memory_format=layout)
+            out[:, :, r0:r1, c0:c1] = tile[:, :, r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+            del tile  # free this tile's features before the next tile's forward
+    return out
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.shape[1] > 1 and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def output_size(lr_hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -251,7 +395,8 @@ def upscale(
     `cell_clamp`: None uses the true cell; a float s_max (e.g. 4, the training maximum) clamps the cell
     to that of scale s_max (see `cell_scale_factors`). `progress` shows a tqdm bar on stderr. The model's
     train/eval mode is left as it is (load_model returns models in eval mode). Peak memory is the encoder's
-    peak, then features + output + one chunk (about 1 GB at the default chunk size for LIIF/LTE).
+    peak (bounded by tiling above `encode_tile_size`² LR pixels), then features + output + one chunk (about
+    1 GB at the default chunk size for LIIF/LTE); docs/speed.md §6 has full-size measurements.
     With `decoder_path` "auto" (default) the decoders take their "as executed" path here (module docstring).
     """
     if lr.dim() != 4 or lr.shape[1] != 3:

@@ -7,8 +7,13 @@ Besides ordinary tensors, an MLP (and a MoEISR expert, which shares its layout) 
   cell)] and many queries share an LR pixel, so the first Linear layer is split: its feature part
   W_f·f + b is computed once per LR pixel (`project`) and each query only gathers that row and adds
   W_t·tail.
-- `DenseInputs` (LTE): the ordinary input rows, plus an `InferenceCache` whose buffers the layers write
+- `DenseInputs`: the ordinary input rows, plus an `InferenceCache` whose buffers the layers write
   into instead of allocating fresh tensors for every chunk.
+- `FourierInputs` (LTE, in moeisr/models/decoders/lte.py): the Fourier basis is built by the first layer,
+  block by block, into reused buffers (for a MoEISR expert: only for its own queries).
+
+All are `InferenceInputs`: a `shape` (that of the equivalent dense input), `take(index)` (a subset of the
+queries, for sparse dispatch; nothing is copied) and `first_layer(linear, out, start, stop)`.
 
 `inference_forward` evaluates the Linear/ReLU stack on either; the result equals the plain forward up to
 float rounding (the tests bound the difference by 1e-5 on real images). A plain tensor with gradients off
@@ -30,8 +35,28 @@ from moeisr.models.base import InferenceCache
 from moeisr.registry import models
 
 
+class InferenceInputs:
+    """Base of the "as executed" decoder inputs (module docstring). Subclasses are dataclasses with a `cache`
+    (the per-image InferenceCache) and implement the three members below."""
+
+    cache: InferenceCache
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the equivalent dense input: (*lead, in_dim); rows are lead-major."""
+        raise NotImplementedError
+
+    def take(self, index: torch.Tensor) -> InferenceInputs:
+        """The queries `index` (int64 into the first two lead dims flattened): lead (B, Q, K) → (len(index), K)."""
+        raise NotImplementedError
+
+    def first_layer(self, linear: nn.Linear, out: torch.Tensor | None, start: int = 0, stop: int | None = None):
+        """linear(dense rows[start:stop]) as n×out_features (into `out` if given), without building all rows."""
+        raise NotImplementedError
+
+
 @dataclass
-class FactoredInputs:
+class FactoredInputs(InferenceInputs):
     """Decoder inputs with the first Linear layer factored (LIIF's "as executed" path).
 
     Row i of the equivalent dense input is [feature of LR pixel `pixels[i]` | `tail[i]`], `in_dim` wide.
@@ -75,7 +100,7 @@ class FactoredInputs:
 
 
 @dataclass
-class DenseInputs:
+class DenseInputs(InferenceInputs):
     """Ordinary decoder input rows with the InferenceCache whose buffers the layers reuse.
 
     x: B×Q×K×D. queries: None (all B·Q queries) or int64 indices into the B·Q queries (a MoEISR expert's
@@ -118,12 +143,9 @@ class DenseInputs:
         return torch.addmm(linear.bias, rows, linear.weight.t(), out=out)
 
 
-InferenceInputs = FactoredInputs | DenseInputs
-
-
 def as_inference_inputs(x: torch.Tensor | InferenceInputs) -> InferenceInputs:
     """Inference inputs as they are; a plain tensor wrapped with a fresh (per-call) InferenceCache."""
-    return x if isinstance(x, (FactoredInputs, DenseInputs)) else DenseInputs(x, InferenceCache())
+    return x if isinstance(x, InferenceInputs) else DenseInputs(x, InferenceCache())
 
 
 # Rows per block of `inference_forward` (at least ROW_BLOCK_PER_THREAD per thread on many-core machines):
@@ -173,7 +195,7 @@ def inference_forward(linears: Sequence[nn.Linear], x: InferenceInputs, row_bloc
 class MLP(nn.Module):
     """Linear-ReLU stack over the last dim: (..., in_dim) → (..., out_dim), any leading dims.
 
-    Also takes `FactoredInputs` / `DenseInputs` (the "as executed" inference path, module docstring).
+    Also takes `InferenceInputs` (the "as executed" inference path, module docstring).
     """
 
     accepts_inference_inputs = True

@@ -73,7 +73,7 @@ class LIIF(ImplicitSR):
 
         On the "as executed" path neither table is built; the per-LR-pixel projections of the MLPs' first
         layers are computed at the first query and cached in the dict's "inference_cache"."""
-        feat = self.encoder(normalise(lr))
+        feat = self.run_encoder(normalise(lr))
         B, C, h, w = feat.shape
         features = {"feat": feat, "index_map": cell_index_map(B, h, w, device=feat.device, dtype=feat.dtype)}
         if self.uses_executed_path():

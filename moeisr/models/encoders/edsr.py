@@ -5,6 +5,11 @@ Module and state-dict names follow LIIF's `models/edsr.py`, so official checkpoi
 MeanShift layers are kept only for those keys: the official forward pass does not apply them (LIIF's data
 pipeline normalises the input to [-1, 1] instead), and neither does this one. They are buffers here, so
 they never reach an optimiser.
+
+On the "as executed" inference path (`moeisr.models.base.executing()`, gradients off) the residual sums go
+into the fresh convolution outputs and the multiply by `res_scale = 1` is skipped: bit-for-bit the same
+features, fewer passes over memory. Elsewhere (training, FLOPs counts of the published path) the forward is
+the official one, multiply included.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from moeisr.models.base import conv_chain_radius, executing
 from moeisr.registry import models
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -42,6 +48,11 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if executing() and not torch.is_grad_enabled():
+            res = self.body(x)  # a fresh tensor: the scale and the sum can be applied in place
+            if self.res_scale != 1:  # ×1 is exact, so skipping it changes no bit
+                res.mul_(self.res_scale)
+            return res.add_(x)
         return self.body(x).mul(self.res_scale) + x
 
 
@@ -58,8 +69,15 @@ class EDSREncoder(nn.Module):
         )
         self.out_dim = n_feats
 
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel depends on (one per 3×3 conv: 2·n_resblocks + 2)."""
+        return conv_chain_radius(self.head) + conv_chain_radius(self.body)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
+        if executing() and not torch.is_grad_enabled():
+            return self.body(x).add_(x)
         return self.body(x) + x
 
 

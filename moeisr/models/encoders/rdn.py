@@ -3,6 +3,11 @@
 Names follow LIIF's `models/rdn.py` so official checkpoints load with `strict=True`: `SFENet1`, `SFENet2`,
 `RDBs.{i}.convs.{c}.conv.0`, `RDBs.{i}.LFF`, `GFF.{0,1}`. The official configs are A (D=20 blocks,
 C=6 convs, G=32) and B (16, 8, 64); `D`, `C`, `G` may override the config (e.g. small test models).
+
+On the "as executed" inference path (`moeisr.models.base.executing()`, gradients off) the residual sums are
+taken in place, into the fresh convolution outputs: bit-for-bit the official features, fewer allocations.
+(Buffers for the dense concatenations were tried and dropped: oneDNN reorders NCHW inputs into its blocked
+layout anyway, so they saved 5% of the peak memory; docs/speed.md §6.)
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from moeisr.models.base import conv_chain_radius, executing
 from moeisr.registry import models
 
 CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
@@ -35,6 +41,8 @@ class ResidualDenseBlock(nn.Module):
         self.LFF = nn.Conv2d(G0 + C * G, G0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if executing() and not torch.is_grad_enabled():
+            return self.LFF(self.convs(x)).add_(x)
         return self.LFF(self.convs(x)) + x
 
 
@@ -50,6 +58,11 @@ class RDNEncoder(nn.Module):
         self.GFF = nn.Sequential(nn.Conv2d(D * G0, G0, 1), nn.Conv2d(G0, G0, kernel_size, padding=pad))
         self.out_dim = G0
 
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel depends on (one per 3×3 conv on the longest path)."""
+        return conv_chain_radius(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shallow = self.SFENet1(x)
         x = self.SFENet2(shallow)
@@ -57,7 +70,10 @@ class RDNEncoder(nn.Module):
         for block in self.RDBs:
             x = block(x)
             block_outputs.append(x)
-        return self.GFF(torch.cat(block_outputs, 1)) + shallow
+        fused = self.GFF(torch.cat(block_outputs, 1))
+        if executing() and not torch.is_grad_enabled():
+            return fused.add_(shallow)
+        return fused + shallow
 
 
 @models.register("rdn")

@@ -38,7 +38,7 @@ FAMILIES = ("depth", "width")
 class ExpertMLP(nn.Module):
     """One expert: Linear/ReLU stack with `hidden_list` hidden widths, LIIF's MLP layout.
 
-    forward: x (..., in_dim) -> (..., out_dim), or `FactoredInputs` / `DenseInputs` (the "as executed"
+    forward: x (..., in_dim) -> (..., out_dim), or `InferenceInputs` (the "as executed"
     inference path, see moeisr.models.mlp) -> (*lead, out_dim).
     """
 

@@ -162,7 +162,9 @@ class MoEISR(ImplicitSR):
         logits = self.query_logits(features, coord, cell)
         knob = self.routing_knob if routing_knob is None else float(routing_knob)
         costs = self.experts.relative_costs(device=logits.device)
-        info = self.router.route(logits, costs, self.training, knob, generator)
+        # the executed path skips the eval softmax nobody reads (the published one keeps it for FLOPs counts)
+        eval_probs = not self.backbone.uses_executed_path()
+        info = self.router.route(logits, costs, self.training, knob, generator, eval_probs=eval_probs)
 
         def decode(x: torch.Tensor) -> torch.Tensor:
             return self.router.dispatch(self.experts, x, info)

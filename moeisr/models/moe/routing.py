@@ -37,7 +37,7 @@ from torch import nn
 
 from moeisr.errors import UserError
 from moeisr.models.base import InferenceCache
-from moeisr.models.mlp import DenseInputs, FactoredInputs
+from moeisr.models.mlp import DenseInputs, InferenceInputs
 
 BALANCE_KINDS = ("switch", "cv2", "none")
 
@@ -47,7 +47,8 @@ class RoutingInfo:
     """What routing decided for a batch of queries.
 
     logits: B×Q×J mapper logits at the queries (with grad in training).
-    probs: B×Q×J softmax(logits) (no noise, no temperature): the P_j / importance of the balance losses.
+    probs: B×Q×J softmax(logits) (no noise, no temperature): the P_j / importance of the balance losses; None
+      when routing skipped it (eval on the "as executed" path, where nothing reads it): use `probabilities()`.
     assign: B×Q int64 in [0, J): the expert of each query (hard sample in training, knob-argmax at eval).
     weights: B×Q×J straight-through one-hot (training) or None (eval: sparse dispatch).
     relative_costs: (J,) c_j / c_max.
@@ -55,7 +56,7 @@ class RoutingInfo:
     """
 
     logits: torch.Tensor
-    probs: torch.Tensor
+    probs: torch.Tensor | None
     assign: torch.Tensor
     weights: torch.Tensor | None
     relative_costs: torch.Tensor
@@ -64,6 +65,12 @@ class RoutingInfo:
     @property
     def n_experts(self) -> int:
         return self.logits.shape[-1]
+
+    def probabilities(self) -> torch.Tensor:
+        """`probs`, computed from the logits (and kept) if routing skipped them."""
+        if self.probs is None:
+            self.probs = self.logits.softmax(dim=-1)
+        return self.probs
 
     def counts(self) -> torch.Tensor:
         """Queries per expert: (J,) int64."""
@@ -159,7 +166,7 @@ def dense_dispatch(experts: Sequence[nn.Module], x: torch.Tensor, weights: torch
 def sparse_dispatch(experts: Sequence[nn.Module], x: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
     """Each expert only on its own queries (inference): gather, run, scatter back.
 
-    x: B×Q×K×D, or `FactoredInputs` / `DenseInputs` with lead B×Q×K (the "as executed" path); assign: B×Q.
+    x: B×Q×K×D, or `InferenceInputs` with lead B×Q×K (the "as executed" path); assign: B×Q.
     Returns B×Q×K×out. The K inputs of a query share its expert.
     """
     b, q, k, d = x.shape
@@ -173,7 +180,7 @@ def sparse_dispatch(experts: Sequence[nn.Module], x: torch.Tensor, assign: torch
     lazy = isinstance(x, torch.Tensor) and all(getattr(e, "accepts_inference_inputs", False) for e in experts)
     if lazy and not (torch.is_grad_enabled() or torch.jit.is_tracing()):
         x = DenseInputs(x, InferenceCache())  # the experts gather their rows block by block
-    if isinstance(x, (FactoredInputs, DenseInputs)):  # gather indices, not rows
+    if isinstance(x, InferenceInputs):  # gather indices, not rows
         parts = [x.take(index) for index in order.split(counts)]
     else:
         parts = x.reshape(b * q, k, d).index_select(0, order).split(counts)
@@ -196,7 +203,7 @@ def routed_macs(assign: torch.Tensor, macs_per_input: Sequence[int], ensemble: i
 
 def balance_loss(info: RoutingInfo, kind: str = "switch") -> torch.Tensor:
     """Load-balance term (scalar). switch: J·Σ f_j P_j; cv2: Var(I)/mean(I)² of I_j = Σ_q p_qj; none: 0."""
-    probs = info.probs.reshape(-1, info.n_experts)
+    probs = info.probabilities().reshape(-1, info.n_experts)
     if kind == "switch":
         frac = F.one_hot(info.assign.reshape(-1), info.n_experts).to(probs.dtype).mean(dim=0)
         return info.n_experts * (frac * probs.mean(dim=0)).sum()
@@ -210,8 +217,9 @@ def balance_loss(info: RoutingInfo, kind: str = "switch") -> torch.Tensor:
 
 def cost_loss(info: RoutingInfo) -> torch.Tensor:
     """Expected relative decoder cost mean_q Σ_j p_qj c_j/c_max (scalar in (0, 1])."""
-    costs = info.relative_costs.to(device=info.probs.device, dtype=info.probs.dtype)
-    return (info.probs * costs).sum(dim=-1).mean()
+    probs = info.probabilities()
+    costs = info.relative_costs.to(device=probs.device, dtype=probs.dtype)
+    return (probs * costs).sum(dim=-1).mean()
 
 
 @dataclass
@@ -240,9 +248,14 @@ class Router:
         training: bool,
         knob: float = 0.0,
         generator: torch.Generator | None = None,
+        eval_probs: bool = True,
     ) -> RoutingInfo:
-        """Decide the expert of every query. logits: B×Q×J. The knob only acts at eval."""
-        probs = logits.softmax(dim=-1)
+        """Decide the expert of every query. logits: B×Q×J. The knob only acts at eval.
+
+        eval_probs=False (MoEISR's "as executed" path) skips the softmax at eval: the knob-argmax does not
+        read it, so the routing is the same bit for bit; `RoutingInfo.probabilities()` computes it on demand.
+        Training always computes it (the balance losses need it)."""
+        probs = logits.softmax(dim=-1) if training or eval_probs else None
         if training:
             weights, assign = straight_through_gumbel(logits, self.tau, generator)
         else:
