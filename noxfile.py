@@ -53,8 +53,9 @@ def ablations(session):
 @nox.session
 def bench(session):
     """Speed suite (bench/, pytest-benchmark; ~35 min on 2 cores): results/bench/ raw.json, measurements.json,
-    summary.json, bench.md, speed.png. `-- --bench-large` adds the ×30 memory case (~25 min more);
-    `-- --bench-threads 1` on a busy shared machine (docs/speed.md)."""
+    summary.json, bench.md, speed.png. `-- --bench-large` adds the 8 full-size memory cases (LIIF/LTE ×
+    EDSR-baseline/RDN at ×4 of 1024² and ×30 of 256²; hours); `-- --bench-threads 1` on a busy shared
+    machine; MOEISR_BENCH_CHECKPOINTS=DIR times trained pairs instead of random full-size weights (docs/speed.md)."""
     install_project(session)
     raw = "--benchmark-json=results/bench/raw.json"
     session.run("pytest", "bench", "-p", "no:cacheprovider", raw, *session.posargs)

@@ -92,6 +92,18 @@ def test_checkpoint_with_image_matches_the_library(tmp_path, lr_png, capsys):
     assert "-inf (all deepest)" in table and "expert 1 [16]*2" in table and "pixels 100.0%" in table
 
 
+def test_path_option_counts_the_executed_decoder(tmp_path, capsys):
+    """--path as_executed counts LIIF's split first layer: fewer decoder FLOPs, and the library's own count."""
+    spec = write(tmp_path / "liif.yaml", LIIF_SPEC)
+    totals = {}
+    for path in ("as_published", "as_executed"):
+        assert run(spec, "--lr-size", "12x10", "--scale", 3, "--path", path, "--json") == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["path"].startswith(path.replace("_", " "))
+        totals[path] = data["total"]
+    assert totals["as_executed"] < totals["as_published"]
+
+
 def test_moeisr_without_image_needs_an_infinite_knob(tmp_path, capsys):
     spec = write(tmp_path / "moe.yaml", MOE_SPEC)
     assert run(spec, "--lr-size", "6x6", "--scale", 2) == 2

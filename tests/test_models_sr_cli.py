@@ -72,7 +72,28 @@ def test_missing_input_and_bad_output_extension(tmp_path, capsys):
     assert "x.jpg" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("option", "value"), [("--chunk-size", "0"), ("--cell-clamp", "0.5"), ("--cell-clamp", "nan")])
+def test_encode_tile_size_tiles_the_encoder_and_keeps_the_output(tmp_path):
+    """A 24×30 real crop encoded in 16-pixel tiles writes the same 8-bit image as untiled ('none')."""
+    ckpt = save_checkpoint(tmp_path / "m.pth", small_model("liif"))
+    src = tmp_path / "crop.png"
+    Image.open(set14("comic", "X4")).crop((0, 0, 30, 24)).save(src)
+    outs = {}
+    for tile in ("16", "none"):
+        outs[tile] = tmp_path / f"sr_{tile}.png"
+        assert run(ckpt, src, "--scale", 2, "-o", outs[tile], "--encode-tile-size", tile) == 0
+    assert torch.equal(read_image(outs["16"]), read_image(outs["none"]))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--chunk-size", "0"),
+        ("--cell-clamp", "0.5"),
+        ("--cell-clamp", "nan"),
+        ("--encode-tile-size", "8"),
+        ("--encode-tile-size", "big"),
+    ],
+)
 def test_bad_knobs_are_refused(tmp_path, capsys, option, value):
     ckpt = save_checkpoint(tmp_path / "m.pth", small_model("liif"))
     assert run(ckpt, set14("face", "X4"), "--scale", 2, "-o", tmp_path / "x.png", option, value) == 2

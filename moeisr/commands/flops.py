@@ -30,6 +30,13 @@ def add_parser(subparsers) -> None:
         metavar="V",
         help="MoEISR routing knob: a number, inf / cheapest, -inf / deepest (write --routing-knob=-inf)",
     )
+    parser.add_argument(
+        "--path",
+        default="as_published",
+        choices=("as_published", "as_executed"),
+        help="decoder path to count: the papers' per-query MLP (default) or the exact faster reformulation "
+        "that upscale runs (docs/speed.md)",
+    )
     parser.add_argument("--profile", default="cpu", help="profile for experiment specs (default: cpu)")
     parser.add_argument("--chunk-size", type=int, default=None, help="output pixels per query chunk (as upscale)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from moeisr.flops import count, format_report
     from moeisr.flops.source import load_source, parse_knob, parse_lr_size, parse_scale
-    from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size
+    from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size, using_decoder_path
 
     scale = parse_scale(args.scale)
     lr_size = parse_lr_size(args.lr_size) if args.lr_size is not None else None
@@ -67,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     # the same limits as `moeisr sr`: a count is a full forward pass at the output size
     check_request(source, lr_hw, output_size(lr_hw, scale), args.max_pixels, args.force)
     model, trained = load_source(args.source, profile=args.profile, device=args.device)
-    report = count(model, lr_size, scale, image=image, routing_knob=knob, chunk_size=chunk_size)
+    with using_decoder_path(model, args.path):
+        report = count(model, lr_size, scale, image=image, routing_knob=knob, chunk_size=chunk_size)
     if args.json:
         print(json.dumps({"source": str(args.source), "trained": trained, **report.to_dict()}, indent=2))
     else:

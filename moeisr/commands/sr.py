@@ -40,6 +40,13 @@ def add_parser(subparsers) -> None:
     add_budget_arguments(parser)
     parser.add_argument("--chunk-size", type=int, default=None, help="output pixels decoded at once (memory knob)")
     parser.add_argument(
+        "--encode-tile-size",
+        default=None,
+        metavar="N|none",
+        help="encode LR inputs larger than N×N in overlapping tiles (memory knob; same output up to float rounding); "
+        "'none' encodes whole (default: the model's, 660)",
+    )
+    parser.add_argument(
         "--cell-clamp",
         type=float,
         default=None,
@@ -147,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     if size[0] < h or size[1] < w:
         raise UserError(f"output size {size[1]}x{size[0]} is smaller than the input {w}x{h}; moeisr sr only upscales")
     check_request(f"input {args.input}", (h, w), size, args.max_pixels, args.force)
+    tile_size = parse_tile_size(args.encode_tile_size)
     if args.cell_clamp is not None and not args.cell_clamp >= 1:
         raise UserError(f"--cell-clamp must be a scale >= 1, got {args.cell_clamp}")
     for option in ("expert_map", "routing_knob"):
@@ -163,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         sr = upscale_bicubic(lr, size)
     else:
         model = load_model(ckpt, map_location=args.device)
+        if tile_size is not None:
+            model.encode_tile_size = tile_size or None
         large = size[0] * size[1] > 4 * chunk_size
         knob = {} if args.routing_knob is None else {"routing_knob": args.routing_knob}
         sr = model.upscale(lr, size, chunk_size=chunk_size, progress=large, cell_clamp=args.cell_clamp, **knob)
@@ -170,6 +180,21 @@ def run(args: argparse.Namespace) -> int:
     if args.expert_map is not None:
         write_expert_map(model, lr, size, Path(args.expert_map), chunk_size, args.cell_clamp, args.routing_knob)
     return 0
+
+
+def parse_tile_size(text: str | None) -> int | None:
+    """--encode-tile-size: None (the model's default), 0 for 'none' (never tile), or a side >= 16 LR pixels."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return 0
+    try:
+        side = int(text)
+    except ValueError:
+        side = -1
+    if side < 16:
+        raise UserError(f"--encode-tile-size must be an integer >= 16 (LR pixels) or 'none', got {text!r}")
+    return side
 
 
 def _is_moe_checkpoint(path: str) -> bool:
