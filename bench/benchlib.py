@@ -99,7 +99,8 @@ def build_model(name: str) -> tuple[nn.Module, str]:
 
     With MOEISR_BENCH_CHECKPOINTS=DIR, trained checkpoints there (liif.pt, moeisr_liif.pt, ...) are used when
     both the backbone and its MoEISR are present; otherwise seeded random weights (fine for timing; MoEISR
-    then starts from the random backbone so that its deepest expert equals the backbone MLP). Returned in eval mode with channels-last convolutions.
+    then starts from the random backbone so that its deepest expert equals the backbone MLP). Returned in eval
+    mode with channels-last convolutions.
     """
     ckpt = _checkpoint_for(name.replace("-", "_"))
     if ckpt is not None:
