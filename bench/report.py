@@ -266,4 +266,11 @@ def write(store: B.Store, out_dir: Path) -> list[Path]:
     fig = figure(merged, out_dir / "speed.png")
     if fig is not None:
         paths.append(fig)
+    report = out_dir.parent / "REPORT.md"  # results/REPORT.md when the suite writes results/bench
+    if report.is_file():
+        from moeisr.report.report_md import SPEED_MARKERS, speed_section, splice_section
+
+        text = splice_section(report.read_text(encoding="utf-8"), speed_section(out_dir.parent), SPEED_MARKERS)
+        atomic_write_text(report, text)
+        paths.append(report)
     return paths

@@ -6,6 +6,7 @@ Every number in the reading is computed from the result rows by templated senten
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,7 @@ class ReportInputs:
     figures: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     ablations: str = ""  # the "## Ablations" section (`ablation_section`), empty when there are no results
+    speed: str = ""  # the "## Speed" section (`speed_section`), empty when the speed suite has not run
 
 
 def _duration(seconds) -> str:
@@ -192,6 +194,8 @@ def render_report(inputs: ReportInputs) -> str:
             lines += [f"### {title}", "", f"![{title}]({path})", ""]
     if inputs.ablations:
         lines += [ABLATION_MARKERS[0], inputs.ablations.rstrip(), ABLATION_MARKERS[1], ""]
+    if inputs.speed:
+        lines += [SPEED_MARKERS[0], inputs.speed.rstrip(), SPEED_MARKERS[1], ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -252,7 +256,13 @@ def _demoted_tables(markdown: str) -> str:
 def splice_ablation_section(report: str, section: str) -> str:
     """`report` (REPORT.md's text) with its ablation section replaced by `section` (between ABLATION_MARKERS),
     appended at the end if it has none; an empty `section` removes it."""
-    start, end = ABLATION_MARKERS
+    return splice_section(report, section, ABLATION_MARKERS)
+
+
+def splice_section(report: str, section: str, markers: tuple[str, str]) -> str:
+    """`report` with the block between `markers` replaced by `section`, appended at the end if it has none;
+    an empty `section` removes the block."""
+    start, end = markers
     block = f"{start}\n{section.rstrip()}\n{end}\n" if section.strip() else ""
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(report):
@@ -260,3 +270,74 @@ def splice_ablation_section(report: str, section: str) -> str:
     else:
         out = report.rstrip() + "\n\n" + block if block else report
     return out.rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------------------ speed suite
+
+SPEED_MARKERS = ("<!-- speed:start -->", "<!-- speed:end -->")
+
+
+def _range(values) -> str:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return "not measured"
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if math.isclose(low, high, abs_tol=5e-3) else f"{low:.2f}–{high:.2f}"
+
+
+def _target_row(target: str, goal, measured: str, met) -> dict:
+    return {"target": target, "goal": goal or "–", "measured": measured, "met": "yes" if met else "no"}
+
+
+def speed_section(results: str | Path) -> str:
+    """The "## Speed (wall clock)" section for REPORT.md from `<results>/bench/summary.json` (written by
+    `nox -s bench`), or "" when the speed suite has not run. Links the suite's tables and figure."""
+    path = Path(results) / "bench" / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        targets = summary["targets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    prov, m = summary.get("provenance", {}), summary.get("machine", {})
+    ratio = targets.get("realised_over_flops_x4", {})
+    executed = {k: v for k, v in ratio.get("values", {}).items() if k.endswith("as_executed")}
+    by_model: dict[str, list] = {}
+    for key, value in executed.items():
+        model, _dataset, _scale, routing, _path = key.split("/")
+        by_model.setdefault(f"{model} ({routing})", []).append(value)
+    reference = targets.get("liif_vs_reference_speedup", {})
+    fractions = targets.get("decoder_peak_fraction", {})
+    rss = targets.get("peak_rss", {})
+    rows = [
+        _target_row(f"realised speed-up / FLOPs saving, {name}, ×4 Set14 and Urban100", ratio.get("target"),
+                    _range(values), min(values) >= 0.9)
+        for name, values in sorted(by_model.items())
+    ]  # fmt: skip
+    if reference.get("value") is not None:
+        measured = f"{reference['value']:.2f}× (max abs diff {reference.get('max_abs_diff', float('nan')):.1e})"
+        rows.append(_target_row("our LIIF `upscale` vs the official inference path, Urban100 ×4",
+                                reference["target"], measured, reference.get("met")))  # fmt: skip
+    for name, value in sorted(fractions.get("values", {}).items()):
+        rows.append(_target_row(f"decoder share of the fp32 matmul peak, {name.split('/')[0]}",
+                                fractions.get("target"), f"{value:.2f}", value >= 0.6))  # fmt: skip
+    if rss.get("values"):
+        case, worst = max(rss["values"].items(), key=lambda item: item[1])
+        rows.append(_target_row(f"peak RSS, {len(rss['values'])} cases", rss.get("target"),
+                                f"max {worst:.2f} GB ({case})", rss.get("met")))  # fmt: skip
+    lines = [
+        "## Speed (wall clock)",
+        "",
+        f"_`nox -s bench` at commit `{prov.get('commit', '?')}`, {prov.get('written_at', '?')}; {m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores, {m.get('torch_threads', '?')} threads; weights: "
+        + (", ".join(f"{k}: {v}" for k, v in summary.get("weights", {}).items()) or "?")
+        + ". Every ratio is taken within one run, side by side._",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else "_no targets measured_",
+        "",
+        "Everything the suite measured, with each row's commit: [bench/bench.md](bench/bench.md), "
+        "[bench/summary.json](bench/summary.json), [bench/measurements.json](bench/measurements.json); the "
+        "method and what was kept or dropped: docs/speed.md.",
+    ]
+    if (Path(results) / "bench" / "speed.png").is_file():
+        lines += ["", "![Speed suite](bench/speed.png)"]
+    return "\n".join(lines) + "\n"

@@ -39,7 +39,7 @@ from moeisr.io import atomic_write_text
 from moeisr.report import figures, tables
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.provenance import current_commit
-from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report
+from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
 STAGES = ("train", "eval", "report")
 DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  # relative to the repository
@@ -410,6 +410,7 @@ def reproduce(
             figures=written["figures"],
             notes=_notes(profile),
             ablations=ablation_section(paths.results),
+            speed=speed_section(paths.results),
         )
         atomic_write_text(paths.report, render_report(inputs))
         log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")

@@ -1,0 +1,88 @@
+"""REPORT.md's speed section: built from the summary the speed suite writes (bench/report.py), spliced into an
+existing REPORT.md by the suite, rendered by `moeisr reproduce`, absent when the suite has not run.
+
+The rows below have the fields the suite's tests record; their values are chosen to exercise both outcomes of
+every target (this tests the plumbing from measurements to REPORT.md, not the machine's speed: that is bench/).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from moeisr.report.report_md import SPEED_MARKERS, ReportInputs, render_report, speed_section
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_report(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import benchlib
+    import report
+
+    yield benchlib, report
+    for name in ("report", "benchlib"):
+        sys.modules.pop(name, None)
+
+
+def _store(benchlib):
+    store = benchlib.Store(weights={"liif": "random (seed 0)", "moeisr-liif": "random (seed 0)"})
+    for model, fraction in (("liif", 0.91), ("lte", 0.55)):
+        store.decoder.append({"model": model, "routing": None, "path": "as_executed", "megapixels_per_s": 1.0,
+                              "matmul_peak_gflops": 100.0, "peak_fraction": fraction})  # fmt: skip
+    for model, dataset, ratio in (("moeisr-liif", "Set14", 0.97), ("moeisr-liif", "Urban100", 0.93),
+                                  ("moeisr-lte", "Set14", 0.85), ("moeisr-lte", "Urban100", 0.91)):  # fmt: skip
+        store.upscale.append({"model": model, "routing": "budget60", "dataset": dataset, "scale": 4,
+                              "path": "as_executed", "seconds": 1.0, "megapixels_per_s": 1.0, "speedup": 1.5,
+                              "flop_ratio": 1.5 / ratio, "realised_over_flops": ratio,
+                              "expert_counts": [1, 2]})  # fmt: skip
+    store.reference.append({"image": "img_011", "scale": 4, "ours_seconds": 1.0, "reference_seconds": 3.0,
+                            "speedup": 3.0, "max_abs_diff": 6e-8})  # fmt: skip
+    store.memory.append({"case": "liif-lr-size-256-scale-30", "peak_rss_gb": 1.2, "out_size": [7680, 7680]})
+    return store
+
+
+def test_no_section_before_the_suite_has_run(tmp_path):
+    assert speed_section(tmp_path) == ""
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "summary.json").write_text("{not json")
+    assert speed_section(tmp_path) == ""
+
+
+def test_the_suite_writes_the_summary_and_splices_the_section_into_report(tmp_path, bench_report):
+    benchlib, report = bench_report
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "REPORT.md").write_text("# moeisr reproduction report\n\n## Reading\n\ntext\n")
+    written = report.write(_store(benchlib), results / "bench")
+    assert results / "REPORT.md" in written and (results / "bench" / "speed.png").is_file()
+    text = (results / "REPORT.md").read_text()
+    assert text.startswith("# moeisr reproduction report") and text.count(SPEED_MARKERS[0]) == 1
+    section = speed_section(results)
+    assert section in text
+    lines = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    liif = lines["realised speed-up / FLOPs saving, moeisr-liif (budget60), ×4 Set14 and Urban100"]
+    lte = lines["realised speed-up / FLOPs saving, moeisr-lte (budget60), ×4 Set14 and Urban100"]
+    assert "0.93–0.97" in liif and liif.rstrip(" |").endswith("yes")
+    assert "0.85–0.91" in lte and lte.rstrip(" |").endswith("no")
+    assert "3.00×" in lines["our LIIF `upscale` vs the official inference path, Urban100 ×4"]
+    assert lines["decoder share of the fp32 matmul peak, lte"].rstrip(" |").endswith("no")
+    assert "max 1.20 GB (liif-lr-size-256-scale-30)" in lines["peak RSS, 1 cases"]
+    assert "[bench/bench.md](bench/bench.md)" in section and "![Speed suite](bench/speed.png)" in section
+    assert "liif: random (seed 0)" in section
+    # a second run replaces the section instead of appending another
+    report.write(_store(benchlib), results / "bench")
+    assert (results / "REPORT.md").read_text().count(SPEED_MARKERS[0]) == 1
+
+
+def test_render_report_places_the_section_between_markers(tmp_path, bench_report):
+    benchlib, report = bench_report
+    report.write(_store(benchlib), tmp_path / "bench")
+    inputs = ReportInputs(profile="cpu", commit="abc", command="moeisr reproduce", experiments=[], grid_lines=[],
+                          timings={}, check_markdown="–", paragraphs=[], speed=speed_section(tmp_path))  # fmt: skip
+    text = render_report(inputs)
+    start, end = text.index(SPEED_MARKERS[0]), text.index(SPEED_MARKERS[1])
+    assert "## Speed (wall clock)" in text[start:end]
