@@ -65,6 +65,26 @@ def test_default_checkpoint_is_used_when_present(tmp_path, monkeypatch):
         assert im.size == (round(69 * 1.5), round(69 * 1.5))
 
 
+def test_the_bundled_default_checkpoint_beats_bicubic_on_a_shared_image(tmp_path, monkeypatch):
+    """A newcomer's first command: no CKPT, the committed cpu-profile model, a real Set14 LR at ×4 and ×3.7."""
+    from moeisr.commands.sr import default_checkpoint
+    from moeisr.metrics import psnr
+
+    monkeypatch.chdir(tmp_path)  # found through the checkout, not the working directory
+    found = default_checkpoint()
+    assert found is not None and found.name in ("moeisr_liif.pt", "liif.pt")
+    lr, hr = set14("comic", "X4"), read_image(set14("comic"))
+    assert run(lr, "--scale", 4, "-o", tmp_path / "x4.png") == 0
+    assert run("bicubic", lr, "--scale", 4, "-o", tmp_path / "bicubic.png") == 0
+    ours, bicubic = (read_image(tmp_path / f"{n}.png") for n in ("x4", "bicubic"))
+    assert ours.shape == (1, 3, 90 * 4, 62 * 4)
+    hr = hr[..., : 90 * 4, : 62 * 4]  # the protocol's crop to a multiple of the scale
+    assert psnr(ours, hr, 4).item() > psnr(bicubic, hr, 4).item() + 0.3
+    assert run(lr, "--scale", 3.7, "-o", tmp_path / "x37.png") == 0
+    with Image.open(tmp_path / "x37.png") as im:
+        assert im.size == (round(62 * 3.7), round(90 * 3.7))
+
+
 def test_missing_input_and_bad_output_extension(tmp_path, capsys):
     assert run("bicubic", tmp_path / "nope.png", "--scale", 2, "-o", tmp_path / "x.png") == 2
     assert "nope.png" in capsys.readouterr().err
