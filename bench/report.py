@@ -104,7 +104,11 @@ def summarise(m: dict) -> dict:
         },
     }
     return {
-        "provenance": {"commit": current_commit(B.REPO), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "provenance": {
+            "commit": current_commit(B.REPO),  # of this write; each row keeps the commit that measured it
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "measured_at_commits": sorted({r["commit"] for k in KEYS for r in m.get(k, []) if r.get("commit")}),
+        },
         "machine": m["machine"],
         "weights": m["weights"],
         "flops_convention": "MACs of encoder + mapper + decoder MLPs (closed forms, moeisr.flops.closed_form; "
@@ -134,6 +138,11 @@ def summarise(m: dict) -> dict:
     }
 
 
+def _commits(provenance: dict) -> str:
+    """The commits that measured the rows, as `a`, `b` (the writing commit for older summaries)."""
+    return ", ".join(f"`{c}`" for c in provenance.get("measured_at_commits") or [provenance.get("commit", "?")])
+
+
 def _table(rows, columns) -> str:
     import pandas as pd
 
@@ -147,7 +156,7 @@ def markdown(m: dict, s: dict) -> str:
     lines = [
         "# moeisr speed suite",
         "",
-        f"_Commit `{s['provenance']['commit']}`, written {s['provenance']['written_at']}; "
+        f"_Rows measured at commit(s) {_commits(s['provenance'])}, written {s['provenance']['written_at']}; "
         f"{s['machine']['cpu']}, {s['machine']['cores']} cores, torch {s['machine']['torch']} "
         f"({s['machine']['torch_threads']} threads), load average at start/end "
         f"{s['machine'].get('load_average_at_start')} / {s['machine'].get('load_average_at_end')}. Weights: "

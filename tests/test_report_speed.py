@@ -72,7 +72,7 @@ def test_the_suite_writes_the_summary_and_splices_the_section_into_report(tmp_pa
     assert lines["decoder share of the fp32 matmul peak, lte"].rstrip(" |").endswith("no")
     assert "max 1.20 GB (liif-lr-size-256-scale-30)" in lines["peak RSS, 1 cases"]
     assert "[bench/bench.md](bench/bench.md)" in section and "![Speed suite](bench/speed.png)" in section
-    assert "liif: random (seed 0)" in section
+    assert "liif: random (seed 0)" in section and "rows measured at commit(s) `" in section
     # a second run replaces the section instead of appending another
     report.write(_store(benchlib), results / "bench")
     assert (results / "REPORT.md").read_text().count(SPEED_MARKERS[0]) == 1

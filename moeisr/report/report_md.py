@@ -299,6 +299,7 @@ def speed_section(results: str | Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     prov, m = summary.get("provenance", {}), summary.get("machine", {})
+    commits = ", ".join(f"`{c}`" for c in prov.get("measured_at_commits") or [prov.get("commit", "?")])
     ratio = targets.get("realised_over_flops_x4", {})
     executed = {k: v for k, v in ratio.get("values", {}).items() if k.endswith("as_executed")}
     by_model: dict[str, list] = {}
@@ -327,7 +328,8 @@ def speed_section(results: str | Path) -> str:
     lines = [
         "## Speed (wall clock)",
         "",
-        f"_`nox -s bench` at commit `{prov.get('commit', '?')}`, {prov.get('written_at', '?')}; {m.get('cpu', '?')}, "
+        f"_`nox -s bench`, rows measured at commit(s) {commits}, summary written {prov.get('written_at', '?')}; "
+        f"{m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, {m.get('torch_threads', '?')} threads; weights: "
         + (", ".join(f"{k}: {v}" for k, v in summary.get("weights", {}).items()) or "?")
         + ". Every ratio is taken within one run, side by side._",
