@@ -52,7 +52,8 @@ def merge(store: B.Store, out_dir: Path) -> dict:
         kept = [r for r in old.get(section, []) if tuple(str(r.get(k)) for k in key_fields) not in new_keys]
         merged[section] = kept + new_rows
     merged["weights"] = {**old.get("weights", {}), **store.weights}
-    merged["machine"] = {**machine(), **_json_safe(store.machine)}
+    # a run that measured nothing machine-wide (e.g. one memory case) keeps the earlier run's load averages
+    merged["machine"] = {**old.get("machine", {}), **machine(), **_json_safe(store.machine)}
     return merged
 
 
