@@ -20,6 +20,12 @@ CASES = [
     ("liif", ["--image", "Set14:barbara", "--scale", "12"]),
     ("liif", ["--largest", "Urban100", "--scale", "4"]),
     ("moeisr-liif", ["--largest", "Urban100", "--scale", "4", "--routing", "budget60"]),
+    # issue 3's "Done when": the paper's RDN encoder on a real Set14 image at x2, x3.5 and x12
+    *[
+        (name, ["--image", "Set14:barbara", "--scale", scale])
+        for name in ("liif-rdn", "lte-rdn")
+        for scale in ("2", "3.5", "12")
+    ],
 ]
 FULL_SIZE_INPUTS = [["--lr-size", "1024", "--scale", "4"], ["--lr-size", "256", "--scale", "30"]]
 LARGE = [(name, args) for name in ("liif", "lte", "liif-rdn", "lte-rdn") for args in FULL_SIZE_INPUTS]
