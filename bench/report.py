@@ -44,7 +44,10 @@ def merge(store: B.Store, out_dir: Path) -> dict:
     """This session's rows merged into out_dir/measurements.json's; returns the merged sections."""
     path = out_dir / "measurements.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    stamp = {"commit": current_commit(B.REPO), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    stamp = {
+        "commit": current_commit(B.REPO, ignore=("results/",)),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     merged = {}
     for section, key_fields in KEYS.items():
         new_rows = [_json_safe({**row, **stamp}) for row in getattr(store, section)]
@@ -106,7 +109,9 @@ def summarise(m: dict) -> dict:
     }
     return {
         "provenance": {
-            "commit": current_commit(B.REPO),  # of this write; each row keeps the commit that measured it
+            "commit": current_commit(
+                B.REPO, ignore=("results/",)
+            ),  # of this write; each row keeps the commit that measured it
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "measured_at_commits": sorted({r["commit"] for k in KEYS for r in m.get(k, []) if r.get("commit")}),
         },

@@ -10,18 +10,24 @@ from pathlib import Path
 import torch
 
 
-def current_commit(repo: Path | None = None) -> str:
-    """The git commit of the code ('+dirty' when tracked files changed), or 'unknown' outside a checkout."""
+def current_commit(repo: Path | None = None, ignore: tuple[str, ...] = ()) -> str:
+    """The git commit of the code ('+dirty' when tracked files changed), or 'unknown' outside a checkout.
+
+    ignore: path prefixes (e.g. "results/") whose changes do not make the code dirty: a tool that rewrites
+    its own tracked outputs between measurements stays stamped with the clean commit.
+    """
     repo = repo or Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
+        status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    dirty = [path for path in changed if not path.startswith(ignore)]
     return sha + ("+dirty" if dirty else "")
 
 
