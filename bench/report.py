@@ -18,6 +18,7 @@ import benchlib as B
 
 from moeisr.io import atomic_write_text
 from moeisr.report.provenance import current_commit, machine
+from moeisr.report.report_md import measured_commits
 
 TARGETS = {"realised_over_flops": 0.9, "liif_vs_reference_speedup": 1.5, "decoder_peak_fraction": 0.6, "rss_gb": 6.0}
 KEYS = {
@@ -144,11 +145,6 @@ def summarise(m: dict) -> dict:
     }
 
 
-def _commits(provenance: dict) -> str:
-    """The commits that measured the rows, as `a`, `b` (the writing commit for older summaries)."""
-    return ", ".join(f"`{c}`" for c in provenance.get("measured_at_commits") or [provenance.get("commit", "?")])
-
-
 def _table(rows, columns) -> str:
     import pandas as pd
 
@@ -162,7 +158,7 @@ def markdown(m: dict, s: dict) -> str:
     lines = [
         "# moeisr speed suite",
         "",
-        f"_Rows measured at commit(s) {_commits(s['provenance'])}, written {s['provenance']['written_at']}; "
+        f"_Rows measured at commit(s) {measured_commits(s['provenance'])}, written {s['provenance']['written_at']}; "
         f"{s['machine']['cpu']}, {s['machine']['cores']} cores, torch {s['machine']['torch']} "
         f"({s['machine']['torch_threads']} threads), load average at start/end "
         f"{s['machine'].get('load_average_at_start')} / {s['machine'].get('load_average_at_end')}. Weights: "

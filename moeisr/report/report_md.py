@@ -285,6 +285,11 @@ def _range(values) -> str:
     return f"{low:.2f}" if math.isclose(low, high, abs_tol=5e-3) else f"{low:.2f}–{high:.2f}"
 
 
+def measured_commits(provenance: dict) -> str:
+    """The commits that measured a speed summary's rows, as `a`, `b` (the writing commit for older summaries)."""
+    return ", ".join(f"`{c}`" for c in provenance.get("measured_at_commits") or [provenance.get("commit", "?")])
+
+
 def _target_row(target: str, goal, measured: str, met) -> dict:
     return {"target": target, "goal": goal or "–", "measured": measured, "met": "yes" if met else "no"}
 
@@ -299,7 +304,7 @@ def speed_section(results: str | Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     prov, m = summary.get("provenance", {}), summary.get("machine", {})
-    commits = ", ".join(f"`{c}`" for c in prov.get("measured_at_commits") or [prov.get("commit", "?")])
+    commits = measured_commits(prov)
     ratio = targets.get("realised_over_flops_x4", {})
     executed = {k: v for k, v in ratio.get("values", {}).items() if k.endswith("as_executed")}
     by_model: dict[str, list] = {}
