@@ -6,15 +6,13 @@
   each row is still made by the runner's `evaluate_one` (same degradation, metrics, LPIPS and row schema), fed the
   assembled SR image through a stand-in model. Their cache labels (`routers.oracle_label`, `routers.random_label`)
   keep them apart from knob rows. Their `seconds` is NaN: they are not a runnable model.
-- FLOPs: `ArchFlops` shares fvcore's all-cheapest counts between checkpoints of one architecture (the routing
-  settings tau/λ do not change it), and a given routing's FLOPs are that count plus Σ_j n_j (c_j − c_0), exactly
-  as `moeisr.flops.per_image.PerImageFlops` computes them.
+- FLOPs: `moeisr.flops.per_image.ArchitectureFlops` shares fvcore's all-cheapest counts between checkpoints of one
+  architecture (the routing settings tau/λ do not change it); a given routing's FLOPs are that count plus
+  Σ_j n_j (c_j − c_0) (`PerImageFlops.routed`).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from collections.abc import Sequence
 
@@ -36,34 +34,7 @@ from moeisr.data.degrade import degrade
 from moeisr.data.images import load_image
 from moeisr.evaluate.cache import ResultsCache, knob_label, make_key
 from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, evaluate_one
-from moeisr.flops.per_image import PerImageFlops
-
-
-def architecture_key(model) -> str:
-    """The model's spec without the routing settings (tau, λ, knob...), which never change its FLOPs."""
-    spec = copy.deepcopy(getattr(model, "spec", None) or {"id": id(model)})
-    if spec.get("name") == "moeisr":
-        spec.get("args", {}).pop("routing", None)
-    return json.dumps(spec, sort_keys=True, default=str)
-
-
-class ArchFlops(PerImageFlops):
-    """`PerImageFlops` whose fvcore counts are shared between models of one architecture (`architecture_key`)."""
-
-    def base(self, model, lr_hw, scale):
-        key = (architecture_key(model), tuple(lr_hw), float(scale))
-        if key not in self._base:
-            self._base[key] = super().base(model, lr_hw, scale)
-        return self._base[key]
-
-    def routed(self, model, lr: torch.Tensor, scale: float, assign: torch.Tensor) -> tuple[float, list[float]]:
-        """(FLOPs, expert shares) of decoding `lr` at `scale` with the per-pixel routing `assign` (B×H×W int64)."""
-        total = self.base(model, tuple(lr.shape[-2:]), scale)
-        counts = torch.bincount(assign.reshape(-1), minlength=model.n_experts).tolist()
-        cost = [model.ensemble_size() * macs for macs in model.experts.macs_per_input]
-        total += sum(n * (c - cost[0]) for n, c in zip(counts, cost, strict=True))
-        pixels = sum(counts)
-        return total, [n / pixels for n in counts]
+from moeisr.flops.per_image import ArchitectureFlops
 
 
 class _Routed(torch.nn.Module):
@@ -99,7 +70,7 @@ def evaluate_reference_routers(
     levels: Sequence[float],
     seeds: Sequence[int],
     cache: ResultsCache,
-    flops: ArchFlops,
+    flops: ArchitectureFlops,
     *,
     device: str = "cpu",
     lpips_model=None,
@@ -149,7 +120,7 @@ def evaluate_reference_routers(
                 grid.protocol,
                 device=device,
                 lpips_model=lpips_model,
-                flops_fn=lambda m, x, s, k: flops.routed(m.inner, x, s, m.assign),
+                flops_fn=lambda m, x, s, k: flops.routed(m.inner, tuple(x.shape[-2:]), s, m.assign),
             )
             row.update(seconds=math.nan, commit=commit)
             rows.append(row)

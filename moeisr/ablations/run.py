@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from moeisr.ablations import analysis, figures, text
-from moeisr.ablations.evaluation import ArchFlops, evaluate_reference_routers, reference_labels
+from moeisr.ablations.evaluation import evaluate_reference_routers, reference_labels
 from moeisr.ablations.routers import sweep_knobs
 from moeisr.ablations.spec import (
     SUITE_FILE,
@@ -53,6 +53,7 @@ from moeisr.data.images import image_size, load_image
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import KEY_COLUMNS, ResultsCache, make_key
 from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, checkpoint_entry, evaluate
+from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.provenance import current_commit, header
@@ -251,7 +252,7 @@ def run_ablations(
     timings.update(profile=profile, commit=commit, estimate_seconds={k: round(v) for k, v in est.items()})
     stage_times = timings.setdefault("stages", {})
     cache_store = ResultsCache(main_paths.cache_file)
-    flops = ArchFlops()
+    flops = ArchitectureFlops()
 
     # ---- the main job's checkpoints: the rows' starting points and the sweep's models ------------------------
     # the rows cannot start without their backbone; a report alone can leave out a sweep whose models do not exist yet

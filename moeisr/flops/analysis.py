@@ -169,14 +169,16 @@ def _as_lr_batch(image: torch.Tensor) -> torch.Tensor:
     return image if image.dim() == 4 else image.unsqueeze(0)
 
 
-def _check_lr_size(lr_size) -> tuple[int, int]:
+def _positive_pair(value, name: str, letters: str) -> tuple[int, int]:
+    """`value` as two positive ints, else a UserError naming the argument (`name`) and its parts (`letters`)."""
+    message = f"{name} {value!r} must be two positive integers ({letters})"
     try:
-        h, w = (int(v) for v in lr_size)
+        a, b = (int(v) for v in value)
     except (TypeError, ValueError):
-        raise UserError(f"lr_size {lr_size!r} must be two positive integers (h, w)") from None
-    if h < 1 or w < 1 or (h, w) != tuple(lr_size):
-        raise UserError(f"lr_size {lr_size!r} must be two positive integers (h, w)")
-    return h, w
+        raise UserError(message) from None
+    if a < 1 or b < 1 or (a, b) != tuple(value):
+        raise UserError(message)
+    return a, b
 
 
 def _components(model: nn.Module) -> tuple[str, str | None, str]:
@@ -213,6 +215,7 @@ def count(
     image: torch.Tensor | None = None,
     routing_knob: float | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    out_size: tuple[int, int] | None = None,
 ) -> FlopReport:
     """Count the FLOPs of `model.upscale` from an LR image of `lr_size` (h, w) to round(scale·(h, w)).
 
@@ -225,6 +228,8 @@ def count(
     chunk_size: output pixels per query chunk, as in `upscale`. Encoder, mapper, decoder and the per-query
       parts do not depend on it; each chunk adds the O(h + w) element-wise FLOPs of its coordinate set-up.
       Tracing time grows with the number of chunks, so keep chunks large.
+    out_size: decode to this (H, W) instead of round(scale·(h, w)), any positive size (smaller than the LR
+      too: `moeisr.flops.per_image` fits its size model on tiny outputs); `scale` is then only recorded.
     The model is traced in eval mode (restored afterwards) on the device of its parameters.
     """
     if chunk_size < 1:
@@ -233,19 +238,19 @@ def count(
     if image is not None:
         lr = _as_lr_batch(image).to(device=param.device, dtype=param.dtype)
         image_hw = tuple(lr.shape[-2:])
-        if lr_size is not None and _check_lr_size(lr_size) != image_hw:
+        if lr_size is not None and _positive_pair(lr_size, "lr_size", "h, w") != image_hw:
             raise UserError(f"lr_size {tuple(lr_size)} does not match the image's size {image_hw}; drop one")
         lr_size = image_hw
     elif lr_size is None:
         raise UserError("pass lr_size (h, w) or an LR image")
     else:
-        lr_size = _check_lr_size(lr_size)
+        lr_size = _positive_pair(lr_size, "lr_size", "h, w")
         lr = synthetic_lr(lr_size, device=param.device, dtype=param.dtype)
     try:
         scale = float(scale)
     except (TypeError, ValueError):
         raise UserError(f"scale {scale!r} is not a number; pass e.g. 2 or 3.7") from None
-    size = output_size(lr_size, scale)
+    size = output_size(lr_size, scale) if out_size is None else _positive_pair(out_size, "out_size", "H, W")
 
     is_moe = isinstance(model, MoEISR)
     knob = None

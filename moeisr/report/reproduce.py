@@ -35,6 +35,7 @@ from moeisr.data.roots import repo_root
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import KEY_COLUMNS, REQUIRED_COLUMNS, ResultsCache, make_key
 from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, bicubic_entry, checkpoint_entry, evaluate
+from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
 from moeisr.report import figures, tables
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
@@ -348,7 +349,7 @@ def reproduce(
     keys = [k for g in grids for k in grid_keys(entries, g)]
     if "eval" in stages:
         started = time.monotonic()
-        flops = _shared_flops()
+        flops = ArchitectureFlops()  # the equal-budget backbones reuse their backbone's counts
         for g in grids:
             _, computed = evaluate(
                 entries, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit
@@ -417,27 +418,6 @@ def reproduce(
     atomic_write_text(paths.timings, json.dumps(timings, indent=2, sort_keys=True) + "\n")
     result.timings = timings
     return result
-
-
-def _shared_flops():
-    """`PerImageFlops` whose fvcore counts are shared between models of the same spec.
-
-    A count (all pixels to the cheapest expert for MoEISR) depends only on the architecture and the sizes, so the
-    equal-budget backbones reuse their backbone's counts instead of tracing another full-image decode.
-    """
-    from moeisr.flops.per_image import PerImageFlops
-
-    class SharedFlops(PerImageFlops):
-        def base(self, model, lr_hw, scale):
-            spec = getattr(model, "spec", None)
-            if spec is None:
-                return super().base(model, lr_hw, scale)
-            key = (json.dumps(spec, sort_keys=True, default=str), tuple(lr_hw), float(scale))
-            if key not in self._base:
-                self._base[key] = super().base(model, lr_hw, scale)
-            return self._base[key]
-
-    return SharedFlops()
 
 
 def _relative(path: Path, base: Path) -> str:
