@@ -545,6 +545,17 @@ class Experiment:
         }
 
 
+def with_loaded_parent(experiment: Experiment, loaded: Mapping[str, Experiment], missing: str) -> Experiment:
+    """`experiment` whose parent is `loaded[experiment.init_from]`, the experiment it starts from as loaded with
+    the same overrides, so that the chained config hash names the checkpoint it is actually initialised from;
+    unchanged without `init_from`. UserError `missing` when `loaded` does not have the parent."""
+    if experiment.init_from is None:
+        return experiment
+    if experiment.init_from not in loaded:
+        raise UserError(missing)
+    return dataclasses.replace(experiment, parent=loaded[experiment.init_from])
+
+
 def _plain(value):
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}

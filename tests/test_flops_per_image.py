@@ -98,6 +98,7 @@ def test_a_count_that_breaks_the_form_is_refused():
     for count_at in (not_bilinear, lr_dependent):
         with pytest.raises(SizeModelMismatch):
             SizeModel.fit(count_at)
+
     def bilinear(lr_hw, out_hw):
         return 7 * lr_hw[0] * lr_hw[1] + 3 * out_hw[0] + 5 * out_hw[1] + 11 * out_hw[0] * out_hw[1]
 

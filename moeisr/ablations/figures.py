@@ -16,19 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure
 
 from moeisr.ablations.text import family_label
-from moeisr.report.figures import save_figure
-from moeisr.report.tables import dataset_label
+from moeisr.report.figures import dataset_scale_figure, legend_and_save, new_figure, styled
 
 COLORS = {"learned": "#08306b", "random": "#969696", "oracle": "#2ca02c", "backbone": "#d62728", "front": "#fdae6b"}
 
 
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
+@styled
 def factors_figure(summary: pd.DataFrame, path: str | os.PathLike) -> Path | None:
     """ΔPSNR (dB) vs ΔGFLOPs (%) of every factor row against its reference, one panel per base. None if no row."""
     rows = summary[summary["factor"].apply(lambda f: isinstance(f, str))] if not summary.empty else summary
@@ -37,34 +32,33 @@ def factors_figure(summary: pd.DataFrame, path: str | os.PathLike) -> Path | Non
     bases = list(dict.fromkeys(rows["base"]))
     factors = list(dict.fromkeys(rows["factor_label"]))
     palette = dict(zip(factors, sns.color_palette("tab10", len(factors)), strict=True))
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
-        fig = _figure(4.6 * len(bases) + 1.8, 3.8)
-        axes = fig.subplots(1, len(bases), squeeze=False)[0]
-        handles = {}
-        for ax, base in zip(axes, bases, strict=True):
-            part = rows[rows["base"] == base]
-            ax.axhline(0, color="#444444", linewidth=0.8)
-            ax.axvline(0, color="#444444", linewidth=0.8)
-            handles["reference"] = ax.scatter([0], [0], color="black", marker="P", s=60, zorder=3, label="reference")
-            for _, r in part.iterrows():
-                color = palette[r["factor_label"]]
-                xerr = [[r["d_gflops_pct"] - r["d_gflops_pct_min"]], [r["d_gflops_pct_max"] - r["d_gflops_pct"]]]
-                yerr = [[r["d_psnr"] - r["d_psnr_min"]], [r["d_psnr_max"] - r["d_psnr"]]]
-                ax.errorbar(r["d_gflops_pct"], r["d_psnr"], xerr=xerr, yerr=yerr, color=color, alpha=0.45, fmt="none")
-                handles[r["factor_label"]] = ax.scatter(
-                    r["d_gflops_pct"], r["d_psnr"], color=color, s=36, zorder=3, label=r["factor_label"]
-                )
-                ax.annotate(str(r["value"]), (r["d_gflops_pct"], r["d_psnr"]), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")  # fmt: skip
-            ax.set_title(f"{family_label(base)}: rows against their reference", fontsize=8)
-            ax.set_xlabel("ΔGFLOPs vs reference (%, mean over cells; bars: per-cell range)", fontsize=7)
-            ax.set_ylabel("ΔPSNR vs reference (dB)", fontsize=7)
-            ax.tick_params(labelsize=7)
-        fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=7)
-        fig.suptitle("Ablation factors: each row differs from its reference in one factor (same budget)", fontsize=9)
-        return save_figure(fig, path)
+    fig = new_figure(4.6 * len(bases) + 1.8, 3.8)
+    axes = fig.subplots(1, len(bases), squeeze=False)[0]
+    handles = {}
+    for ax, base in zip(axes, bases, strict=True):
+        part = rows[rows["base"] == base]
+        ax.axhline(0, color="#444444", linewidth=0.8)
+        ax.axvline(0, color="#444444", linewidth=0.8)
+        handles["reference"] = ax.scatter([0], [0], color="black", marker="P", s=60, zorder=3, label="reference")
+        for _, r in part.iterrows():
+            color = palette[r["factor_label"]]
+            xerr = [[r["d_gflops_pct"] - r["d_gflops_pct_min"]], [r["d_gflops_pct_max"] - r["d_gflops_pct"]]]
+            yerr = [[r["d_psnr"] - r["d_psnr_min"]], [r["d_psnr_max"] - r["d_psnr"]]]
+            ax.errorbar(r["d_gflops_pct"], r["d_psnr"], xerr=xerr, yerr=yerr, color=color, alpha=0.45, fmt="none")
+            handles[r["factor_label"]] = ax.scatter(
+                r["d_gflops_pct"], r["d_psnr"], color=color, s=36, zorder=3, label=r["factor_label"]
+            )
+            ax.annotate(str(r["value"]), (r["d_gflops_pct"], r["d_psnr"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")  # fmt: skip
+        ax.set_title(f"{family_label(base)}: rows against their reference", fontsize=8)
+        ax.set_xlabel("ΔGFLOPs vs reference (%, mean over cells; bars: per-cell range)", fontsize=7)
+        ax.set_ylabel("ΔPSNR vs reference (dB)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    title = "Ablation factors: each row differs from its reference in one factor (same budget)"
+    return legend_and_save(fig, handles, title, path)
 
 
+@styled
 def sweep_figure(
     points: pd.DataFrame, family: str, path: str | os.PathLike, set_sizes: Mapping[str, int] | None = None
 ) -> Path | None:
@@ -72,30 +66,15 @@ def sweep_figure(
     part = points[points["family"] == family]
     if part.empty:
         return None
-    datasets = list(dict.fromkeys(part["dataset"]))
-    scales = sorted(set(part["scale"]))
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
-        fig = _figure(3.3 * len(scales) + 2.2, 2.8 * len(datasets) + 0.6)
-        axes = fig.subplots(len(datasets), len(scales), squeeze=False)
-        handles = {}
-        for i, dataset in enumerate(datasets):
-            for j, scale in enumerate(scales):
-                ax = axes[i][j]
-                cell = part[(part["dataset"] == dataset) & (part["scale"] == scale)]
-                if cell.empty:
-                    ax.set_axis_off()
-                    continue
-                handles.update(_sweep_panel(ax, cell))
-                n = int(cell["n"].max())
-                ax.set_title(f"{dataset_label(dataset, n, (set_sizes or {}).get(dataset))} ×{scale:g}", fontsize=8)
-                ax.tick_params(labelsize=7)
-                if i == len(datasets) - 1:
-                    ax.set_xlabel("GFLOPs per image (fvcore)", fontsize=7)
-                if j == 0:
-                    ax.set_ylabel("PSNR (dB)", fontsize=7)
-        fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=7)
-        fig.suptitle(f"{family}: controllable routing, reference routers and the Pareto front", fontsize=9)
-        return save_figure(fig, path)
+    return dataset_scale_figure(
+        part,
+        _sweep_panel,
+        path,
+        f"{family}: controllable routing, reference routers and the Pareto front",
+        panel_size=(3.3, 2.8),
+        legend_width=2.2,
+        set_sizes=set_sizes,
+    )
 
 
 def _sweep_panel(ax, cell: pd.DataFrame) -> dict:

@@ -13,7 +13,6 @@ from its reference in its factor's keys and nowhere else.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 from collections.abc import Mapping, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moeisr.config import Experiment, _read_yaml, load_experiment, spec_to_dict
+from moeisr.config import Experiment, _read_yaml, load_experiment, spec_to_dict, with_loaded_parent
 from moeisr.errors import UserError
 
 SUITE_FILE = Path("ablations") / "ablations.yaml"  # relative to the experiments folder
@@ -289,14 +288,12 @@ def row_experiment(
         experiment = load_experiment(experiments_dir / f"{row.base}.yaml", profile.name, layers)
     except UserError as exc:
         raise UserError(f"{suite.path}: row {row.name!r}: {exc}") from None
-    if experiment.init_from is not None:
-        if experiment.init_from not in main:
-            raise UserError(
-                f"{suite.path}: row {row.name!r}: its base starts from {experiment.init_from!r}, which is not one of "
-                f"the main job's experiments ({', '.join(main)})"
-            )
-        experiment = dataclasses.replace(experiment, parent=main[experiment.init_from])
-    return experiment
+    return with_loaded_parent(
+        experiment,
+        main,
+        f"{suite.path}: row {row.name!r}: its base starts from {experiment.init_from!r}, which is not one of "
+        f"the main job's experiments ({', '.join(main)})",
+    )
 
 
 def flat_spec(experiment: Experiment) -> dict[str, Any]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import math
+import shlex
+import sys
+from pathlib import Path
 
 from moeisr.errors import UserError
 
@@ -30,3 +35,72 @@ def scale_list(option: str, example: str, allow_none: bool = False):
         return scales
 
     return parse
+
+
+def stage_list(module: str):
+    """An argparse `type=` for a comma-separated subset of `module`'s STAGES (imported when parsing, not before)."""
+
+    def parse(text: str) -> list[str]:
+        known = importlib.import_module(module).STAGES
+        stages = csv_list(text)
+        if not stages or any(s not in known for s in stages):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated subset of {','.join(known)}")
+        return stages
+
+    return parse
+
+
+def add_overrides_argument(parser, help_text: str) -> None:
+    """`--set KEY=VALUE ...` (repeatable), spec overrides collected in `args.overrides`."""
+    parser.add_argument(
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help_text
+    )
+
+
+def add_pipeline_arguments(
+    parser, *, stages_from: str, stage_names: str, overrides_help: str, retrain_help: str
+) -> None:
+    """The options `moeisr reproduce` and `moeisr ablations` share (both resolve their folders through
+    `moeisr.report.reproduce.default_paths`): the profile, the stages (a subset of the STAGES of the module
+    `stages_from`, shown as `stage_names`), the folders, the device, `--set` spec overrides, `--retrain` and
+    `--no-progress`."""
+    parser.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    parser.add_argument(
+        "--stages", type=stage_list(stages_from), default=None, metavar=stage_names, help="stages to run (default: all)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results folder (default: results/ for cpu, results/paper/ for paper, RUNS/<profile>/results otherwise)",
+    )
+    parser.add_argument("--runs", type=Path, default=None, help="runs root (default: $MOEISR_RUNS or runs/)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="evaluation cache folder (default: ${MOEISR_CACHE:-~/.cache/moeisr}/<profile>)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add_overrides_argument(parser, overrides_help)
+    parser.add_argument("--retrain", action="store_true", help=retrain_help)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def pipeline_options(args) -> dict:
+    """The keyword arguments of `add_pipeline_arguments`' options for `reproduce` / `run_ablations`, with the
+    command line as typed (stages left to the function's default, all, when --stages is not given)."""
+    options = {
+        "profile": args.profile,
+        "results": args.results,
+        "runs": args.runs,
+        "cache": args.cache,
+        "device": args.device,
+        "overrides": args.overrides,
+        "retrain": args.retrain,
+        "progress": not args.no_progress,
+        "command": " ".join(shlex.quote(a) for a in ["moeisr", *sys.argv[1:]]),
+    }
+    if args.stages:
+        options["stages"] = args.stages
+    return options

@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
@@ -52,7 +53,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def _styled(func):
+def styled(func):
     """Draw under seaborn's whitegrid/paper style, restoring matplotlib's settings afterwards."""
 
     @functools.wraps(func)
@@ -63,8 +64,51 @@ def _styled(func):
     return wrapper
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def legend_and_save(fig: Figure, handles: Mapping, title: str, path: str | os.PathLike) -> Path:
+    """One legend for all panels at the right of `fig` (label → artist), `title` above; written by `save_figure`."""
+    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def dataset_scale_figure(
+    cells: pd.DataFrame,
+    panel: Callable[[Axes, pd.DataFrame], Mapping],
+    path: str | os.PathLike,
+    title: str,
+    panel_size: tuple[float, float],
+    legend_width: float,
+    set_sizes: Mapping[str, int] | None = None,
+) -> Path:
+    """PSNR vs GFLOPs panels, one per dataset (rows) and scale (columns) of `cells` (columns dataset, scale, n, in
+    the order to show), each drawn by `panel(ax, rows of the cell)`, which returns its legend handles (label →
+    artist); the axes titled and labelled alike, one legend for all (`legend_and_save`). Call it styled."""
+    datasets = list(dict.fromkeys(cells["dataset"]))
+    scales = sorted(set(cells["scale"]))
+    width, height = panel_size
+    fig = new_figure(width * len(scales) + legend_width, height * len(datasets) + 0.6)
+    axes = fig.subplots(len(datasets), len(scales), squeeze=False)
+    handles = {}
+    for i, dataset in enumerate(datasets):
+        for j, scale in enumerate(scales):
+            ax = axes[i][j]
+            cell = cells[(cells["dataset"] == dataset) & (cells["scale"] == scale)]
+            if cell.empty:
+                ax.set_axis_off()
+                continue
+            handles.update(panel(ax, cell))
+            n = int(cell["n"].max())
+            ax.set_title(f"{dataset_label(dataset, n, (set_sizes or {}).get(dataset))} ×{scale:g}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if i == len(datasets) - 1:
+                ax.set_xlabel("GFLOPs per image (fvcore)", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("PSNR (dB)", fontsize=7)
+    return legend_and_save(fig, handles, title, path)
 
 
 def _to_numpy(img: torch.Tensor) -> np.ndarray:
@@ -75,7 +119,7 @@ def _to_numpy(img: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------------------- from rows
 
 
-@_styled
+@styled
 def psnr_vs_gflops(
     frame: pd.DataFrame, path: str | os.PathLike, set_sizes: Mapping[str, int] | None = None
 ) -> Path | None:
@@ -91,40 +135,33 @@ def psnr_vs_gflops(
     means = sort_cells(means.reset_index())
     rank = {m: i for i, m in enumerate(MODEL_ORDER)}
     means = means.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
-    datasets = list(dict.fromkeys(means["dataset"]))
-    scales = sorted(set(means["scale"]))
-    fig = _new_figure(2.4 * len(scales) + 1.6, 2.2 * len(datasets) + 0.6)
-    axes = fig.subplots(len(datasets), len(scales), squeeze=False)
+    return dataset_scale_figure(
+        means,
+        _model_markers,
+        path,
+        "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)",
+        panel_size=(2.4, 2.2),
+        legend_width=1.6,
+        set_sizes=set_sizes,
+    )
+
+
+def _model_markers(ax: Axes, cell: pd.DataFrame) -> dict:
+    """One marker per model of a cell's means (bicubic, without FLOPs, as a dashed line); the legend handles."""
     handles = {}
-    for i, dataset in enumerate(datasets):
-        for j, scale in enumerate(scales):
-            ax = axes[i][j]
-            cell = means[(means["dataset"] == dataset) & (means["scale"] == scale)]
-            if cell.empty:
-                ax.set_axis_off()
-                continue
-            for _, r in cell.iterrows():
-                color, marker = _style(r["model"])
-                label = r["model"] if r["knob"] == "none" else f"{r['model']} (knob {r['knob']})"
-                if math.isnan(r["gflops"]):
-                    handles[label] = ax.axhline(r["psnr"], color=color, linestyle="--", linewidth=1, label=label)
-                else:
-                    handles[label] = ax.scatter(
-                        r["gflops"], r["psnr"], color=color, marker=marker, s=70 if marker == "*" else 36, label=label
-                    )
-            n = int(cell["n"].max())
-            ax.set_title(f"{dataset_label(dataset, n, (set_sizes or {}).get(dataset))} ×{scale:g}", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if i == len(datasets) - 1:
-                ax.set_xlabel("GFLOPs per image (fvcore)", fontsize=7)
-            if j == 0:
-                ax.set_ylabel("PSNR (dB)", fontsize=7)
-    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=7)
-    fig.suptitle("PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)", fontsize=9)
-    return save_figure(fig, path)
+    for _, r in cell.iterrows():
+        color, marker = _style(r["model"])
+        label = r["model"] if r["knob"] == "none" else f"{r['model']} (knob {r['knob']})"
+        if math.isnan(r["gflops"]):
+            handles[label] = ax.axhline(r["psnr"], color=color, linestyle="--", linewidth=1, label=label)
+        else:
+            handles[label] = ax.scatter(
+                r["gflops"], r["psnr"], color=color, marker=marker, s=70 if marker == "*" else 36, label=label
+            )
+    return handles
 
 
-@_styled
+@styled
 def flops_distribution(
     frame: pd.DataFrame, path: str | os.PathLike, families: Sequence[Family] = FAMILIES
 ) -> Path | None:
@@ -150,7 +187,7 @@ def flops_distribution(
         return None
     data["scale label"] = data["scale"].map(lambda s: f"×{s:g}")
     datasets = list(dict.fromkeys(data["dataset"]))
-    fig = _new_figure(3.4 * len(datasets) + 0.8, 3.2)
+    fig = new_figure(3.4 * len(datasets) + 0.8, 3.2)
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
     palette = {f.moe: _style(f.moe)[0] for f in families}
     for ax, dataset in zip(axes, datasets, strict=True):
@@ -169,7 +206,7 @@ def flops_distribution(
     return save_figure(fig, path)
 
 
-@_styled
+@styled
 def learning_curves(
     logs: Mapping[str, pd.DataFrame], offsets: Mapping[str, int], path: str | os.PathLike
 ) -> Path | None:
@@ -182,7 +219,7 @@ def learning_curves(
     if not logs:
         return None
     has_val = any("val_psnr" in log and log["val_psnr"].notna().any() for log in logs.values())
-    fig = _new_figure(10 if has_val else 6, 3.4)
+    fig = new_figure(10 if has_val else 6, 3.4)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
     for name, log in logs.items():
         color, _ = _style(name)
@@ -232,13 +269,13 @@ def expert_map_sample(
     return sample
 
 
-@_styled
+@styled
 def expert_maps_figure(samples: Sequence[ExpertMapSample], path: str | os.PathLike, scale: float) -> Path | None:
     """Rows of images: the LR input, then each MoEISR model's expert map (yellow = cheapest … red = deepest)."""
     if not samples or not samples[0].maps:
         return None
     columns = 1 + len(samples[0].maps)
-    fig = _new_figure(3.0 * columns, 2.9 * len(samples) + 0.5)
+    fig = new_figure(3.0 * columns, 2.9 * len(samples) + 0.5)
     axes = fig.subplots(len(samples), columns, squeeze=False)
     for row, sample in zip(axes, samples, strict=True):
         row[0].imshow(_to_numpy(sample.lr), interpolation="nearest")
@@ -322,11 +359,11 @@ def qualitative_crops(
     return result
 
 
-@_styled
+@styled
 def qualitative_figure(crops: QualitativeCrops, path: str | os.PathLike, scale: int) -> Path:
     """The HR image with the crop box, then one panel per method with its crop PSNR (Y, shave = scale)."""
     columns = 1 + len(crops.panels)
-    fig = _new_figure(2.3 * columns, 2.8)
+    fig = new_figure(2.3 * columns, 2.8)
     axes = fig.subplots(1, columns, squeeze=False)[0]
     axes[0].imshow(_to_numpy(crops.hr))
     top, left, height, width = crops.box

@@ -18,7 +18,6 @@ Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.config import Experiment, load_experiment
+from moeisr.config import Experiment, load_experiment, with_loaded_parent
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size, load_image
 from moeisr.data.roots import repo_root
@@ -142,14 +141,12 @@ def load_experiments(paths: Paths, profile: str, overrides: Sequence[str] = ()) 
     loaded: dict[str, Experiment] = {}
     for role in ROLES:
         experiment = load_experiment(paths.experiments / f"{role.experiment}.yaml", profile, list(overrides))
-        if experiment.init_from is not None:
-            if experiment.init_from not in loaded:
-                raise UserError(
-                    f"{experiment.path}: init_from {experiment.init_from!r} is not one of the reproduced "
-                    f"experiments ({', '.join(r.experiment for r in ROLES)})"
-                )
-            experiment = dataclasses.replace(experiment, parent=loaded[experiment.init_from])
-        loaded[role.experiment] = experiment
+        loaded[role.experiment] = with_loaded_parent(
+            experiment,
+            loaded,
+            f"{experiment.path}: init_from {experiment.init_from!r} is not one of the reproduced "
+            f"experiments ({', '.join(r.experiment for r in ROLES)})",
+        )
     return loaded
 
 
