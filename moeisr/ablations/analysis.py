@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -275,3 +276,12 @@ def read_summary(path) -> pd.DataFrame:
     header = pd.read_csv(path, nrows=0).columns
     dtype = {c: str for c in TEXT_COLUMNS if c in header}
     return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+
+
+def read_summary_if_any(path) -> pd.DataFrame:
+    """`read_summary(path)`, or an empty frame when the file is missing, empty or unreadable (not run yet)."""
+    path = Path(path)
+    try:
+        return read_summary(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return pd.DataFrame()

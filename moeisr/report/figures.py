@@ -121,11 +121,18 @@ def _to_numpy(img: torch.Tensor) -> np.ndarray:
 
 @styled
 def psnr_vs_gflops(
-    frame: pd.DataFrame, path: str | os.PathLike, set_sizes: Mapping[str, int] | None = None
+    frame: pd.DataFrame,
+    path: str | os.PathLike,
+    set_sizes: Mapping[str, int] | None = None,
+    sweep: pd.DataFrame | None = None,
 ) -> Path | None:
     """One panel per dataset (rows) and scale (columns): mean GFLOPs vs mean PSNR, one marker per model.
 
-    Bicubic has no FLOPs count and is drawn as a dashed horizontal line. None when there is nothing to plot.
+    Bicubic has no FLOPs count and is drawn as a dashed horizontal line. `sweep`: the ablation suite's
+    `sweep_points` (columns family, dataset, scale, router, knob, n, psnr, gflops); each MoEISR model's
+    controllable-routing curve (router "learned") is drawn in its panels, but only where it averages the same
+    number of images as the model's marker, so that curve and markers describe the same images. None when
+    there is nothing to plot.
     """
     if frame.empty:
         return None
@@ -135,29 +142,51 @@ def psnr_vs_gflops(
     means = sort_cells(means.reset_index())
     rank = {m: i for i, m in enumerate(MODEL_ORDER)}
     means = means.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
+    means["curve"] = False
+    curves = _matching_sweep(means, sweep)
+    title = "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)"
+    if not curves.empty:
+        means = pd.concat([means, curves], ignore_index=True)
+        title += "; lines: controllable-routing sweeps"
     return dataset_scale_figure(
-        means,
-        _model_markers,
-        path,
-        "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)",
-        panel_size=(2.4, 2.2),
-        legend_width=1.6,
-        set_sizes=set_sizes,
+        means, _model_markers, path, title, panel_size=(2.4, 2.2), legend_width=1.6, set_sizes=set_sizes
     )
 
 
+def _matching_sweep(means: pd.DataFrame, sweep: pd.DataFrame | None) -> pd.DataFrame:
+    """The learned-routing sweep points of `sweep` whose (model, dataset, scale) cell averages as many images as
+    the model's row in `means`, as rows of `means` (model = the sweep's family) with curve=True."""
+    columns = ["model", "dataset", "scale", "knob", "psnr", "gflops", "n", "curve"]
+    if sweep is None or sweep.empty:
+        return pd.DataFrame(columns=columns)
+    learned = sweep[sweep["router"] == "learned"].rename(columns={"family": "model"})
+    markers = means[means["knob"] == "none"].set_index(["model", "dataset", "scale"])["n"]
+    keys = list(zip(learned["model"], learned["dataset"], learned["scale"].astype(float), strict=True))
+    same = [markers.get(key) == n for key, n in zip(keys, learned["n"], strict=True)]
+    return learned[same].assign(curve=True)[columns].reset_index(drop=True)
+
+
 def _model_markers(ax: Axes, cell: pd.DataFrame) -> dict:
-    """One marker per model of a cell's means (bicubic, without FLOPs, as a dashed line); the legend handles."""
+    """One marker per model of a cell's means (bicubic, without FLOPs, as a dashed line), and a line per
+    controllable-routing sweep (rows with curve=True); the legend handles."""
     handles = {}
-    for _, r in cell.iterrows():
+    for model, curve in cell[cell["curve"]].groupby("model", sort=False):
+        color, _ = _style(model)
+        label = f"{model}, routing-knob sweep"
+        curve = curve.sort_values("gflops")
+        (handles[label],) = ax.plot(
+            curve["gflops"], curve["psnr"], color=color, linewidth=1, marker=".", markersize=3, alpha=0.8, label=label
+        )
+    for _, r in cell[~cell["curve"]].iterrows():
         color, marker = _style(r["model"])
         label = r["model"] if r["knob"] == "none" else f"{r['model']} (knob {r['knob']})"
         if math.isnan(r["gflops"]):
             handles[label] = ax.axhline(r["psnr"], color=color, linestyle="--", linewidth=1, label=label)
         else:
             handles[label] = ax.scatter(
-                r["gflops"], r["psnr"], color=color, marker=marker, s=70 if marker == "*" else 36, label=label
-            )
+                r["gflops"], r["psnr"], color=color, marker=marker, s=70 if marker == "*" else 36, label=label,
+                zorder=3,
+            )  # fmt: skip
     return handles
 
 

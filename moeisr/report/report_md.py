@@ -210,18 +210,14 @@ def ablation_section(results: str | Path) -> str:
     The reading is regenerated here from the CSVs (`moeisr.ablations.text.reading`); the tables are those of
     `<results>/tables/ablations.md` (without its title, provenance and reading), headings one level down.
     """
-    from moeisr.ablations.analysis import read_summary
+    from moeisr.ablations.analysis import read_summary_if_any
     from moeisr.ablations.text import reading
 
     results = Path(results)
-    folder = results / "ablations"
-    frames = {}
-    for name in ("factors", "sweep_points", "routers"):
-        path = folder / f"{name}.csv"
-        try:
-            frames[name] = read_summary(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
-        except (OSError, ValueError, pd.errors.EmptyDataError):
-            frames[name] = pd.DataFrame()
+    frames = {
+        name: read_summary_if_any(results / "ablations" / f"{name}.csv")
+        for name in ("factors", "sweep_points", "routers")
+    }
     if all(frame.empty for frame in frames.values()):
         return ""
     routers = frames["routers"]

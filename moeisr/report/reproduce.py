@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from moeisr.ablations.analysis import read_summary_if_any
 from moeisr.config import Experiment, load_experiment, with_loaded_parent
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size, load_image
@@ -505,7 +506,8 @@ def _write_tables_and_figures(rows, sizes, entries, grid: Grid, paths: Paths, of
         if written is not None:
             out_figures[title] = _relative(written, paths.results)
 
-    add("PSNR vs GFLOPs", figures.psnr_vs_gflops(rows, paths.figures / "psnr_vs_gflops.png", sizes))
+    sweep = read_summary_if_any(paths.results / "ablations" / "sweep_points.csv")  # once the ablations ran
+    add("PSNR vs GFLOPs", figures.psnr_vs_gflops(rows, paths.figures / "psnr_vs_gflops.png", sizes, sweep))
     add("FLOPs per image", figures.flops_distribution(rows, paths.figures / "flops_per_image.png"))
     samples = []
     for dataset in grid.sets:

@@ -1,0 +1,56 @@
+"""The main PSNR-vs-GFLOPs figure: markers per model, and the ablation suite's routing sweeps as curves only where
+they average the same images as the markers."""
+
+import pandas as pd
+from PIL import Image
+
+from moeisr.report import figures
+
+
+def _rows():
+    """Tidy eval rows: two images of Set5 at x2 and x4 for LIIF and MoEISR-LIIF, bicubic without FLOPs."""
+    rows = []
+    for scale in (2.0, 4.0):
+        for image in ("baby", "bird"):
+            for model, psnr, gflops in (
+                ("bicubic", 30.0, float("nan")),
+                ("liif", 33.0, 100.0),
+                ("moeisr-liif", 32.9, 60.0),
+            ):
+                rows.append({"model": model, "dataset": "Set5", "image": image, "scale": scale, "knob": "none",
+                             "psnr": psnr - scale, "gflops": gflops / scale})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _sweep(n_at_x4: int):
+    """Sweep points of moeisr-liif at x2 (2 images, as the markers) and x4 (n_at_x4 images), plus a random router."""
+    points = []
+    for scale, n in ((2.0, 2), (4.0, n_at_x4)):
+        for knob, gflops in (("inf", 20.0), ("0.5", 40.0), ("-inf", 100.0)):
+            cell = {"family": "moeisr-liif", "dataset": "Set5", "scale": scale, "n": n}
+            points.append(
+                {**cell, "router": "learned", "knob": knob, "psnr": 30.0 + gflops / 50, "gflops": gflops / scale}
+            )
+        points.append({**cell, "router": "random", "knob": "none", "psnr": 30.0, "gflops": 30.0 / scale})
+    return pd.DataFrame(points)
+
+
+def _means(rows):
+    means = rows.groupby(["model", "dataset", "scale", "knob"]).agg(psnr=("psnr", "mean"), n=("psnr", "size"))
+    return means.reset_index().assign(curve=False)
+
+
+def test_sweep_curves_are_kept_only_where_they_average_the_markers_images():
+    curves = figures._matching_sweep(_means(_rows()), _sweep(n_at_x4=5))
+    assert set(curves["scale"]) == {2.0}  # x4 averages 5 images, the markers 2: left out
+    assert list(curves["model"].unique()) == ["moeisr-liif"] and curves["curve"].all()
+    assert sorted(curves["knob"]) == ["-inf", "0.5", "inf"]  # learned routing only, not the random router
+
+
+def test_the_figure_is_written_with_and_without_a_sweep(tmp_path):
+    rows = _rows()
+    for name, sweep in (("plain", None), ("swept", _sweep(n_at_x4=2))):
+        path = figures.psnr_vs_gflops(rows, tmp_path / f"{name}.png", {"Set5": 5}, sweep)
+        with Image.open(path) as image:
+            assert image.width > 200 and image.height > 100
+    assert figures.psnr_vs_gflops(rows.iloc[:0], tmp_path / "empty.png") is None
