@@ -57,12 +57,18 @@ def add_overrides_argument(parser, help_text: str) -> None:
     )
 
 
+def add_device_progress_arguments(parser) -> None:
+    """`--device` and `--no-progress`, as `moeisr train`, `reproduce` and `ablations` take them."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def add_pipeline_arguments(
     parser, *, stages_from: str, stage_names: str, overrides_help: str, retrain_help: str
 ) -> None:
     """The options `moeisr reproduce` and `moeisr ablations` share (both resolve their folders through
     `moeisr.report.reproduce.default_paths`): the profile, the stages (a subset of the STAGES of the module
-    `stages_from`, shown as `stage_names`), the folders, the device, `--set` spec overrides, `--retrain` and
+    `stages_from`, shown as `stage_names`), the folders, `--set` spec overrides, `--retrain`, the device and
     `--no-progress`."""
     parser.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     parser.add_argument(
@@ -81,10 +87,9 @@ def add_pipeline_arguments(
         default=None,
         help="evaluation cache folder (default: ${MOEISR_CACHE:-~/.cache/moeisr}/<profile>)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_overrides_argument(parser, overrides_help)
     parser.add_argument("--retrain", action="store_true", help=retrain_help)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_progress_arguments(parser)
 
 
 def pipeline_options(args) -> dict:

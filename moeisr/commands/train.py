@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from moeisr.commands.arguments import add_overrides_argument
+from moeisr.commands.arguments import add_device_progress_arguments, add_overrides_argument
 from moeisr.config import load_experiment
 from moeisr.io import check_writable
 
@@ -25,10 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--profile", required=True, help="profile of the experiment: smoke, cpu or paper")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (must be new unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt (same config hash)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--init", metavar="CKPT", default=None, help="checkpoint to start an init_from experiment from")
     add_overrides_argument(parser, "override a spec key, e.g. --set optim.lr=1e-4 data.batch_size=8")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_progress_arguments(parser)
     parser.set_defaults(func=run)
 
 
