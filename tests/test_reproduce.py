@@ -175,3 +175,28 @@ def test_reading_is_computed_from_the_rows_and_says_when_moeisr_loses(workspace)
     assert "matches or beats the equal-budget LIIF (ΔPSNR ≥ −0.005 dB) in every cell" in " ".join(
         family_reading(frame, liif)
     )
+
+
+def test_a_model_subset_prepares_its_parents_and_evaluates_only_itself(workspace, tmp_path):
+    """--models: one job per model sharing a cache (e.g. on a cluster); the report waits for all of them."""
+    folders = {**workspace["folders"], "cache": tmp_path / "cache"}  # an empty cache: every row is new
+    lines: list[str] = []
+    part = reproduce(
+        "smoke", overrides=OVERRIDES, progress=False, log=lines.append, stages=["train", "eval"],
+        models=["moeisr-liif", "bicubic"], **folders,
+    )  # fmt: skip
+    assert set(part.checkpoints) == {"liif", "moeisr_liif"}  # the model and the backbone it starts from
+    assert part.rows_computed == 2  # bicubic and moeisr-liif on the 1-image, 1-scale grid
+    rows = pd.read_json(tmp_path / "cache" / "results.jsonl", lines=True)
+    assert sorted(rows["model"]) == ["bicubic", "moeisr-liif"]
+    rest = [m for m in MODEL_ORDER if m not in ("bicubic", "moeisr-liif")]
+    again = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, stages=["eval"], models=rest,
+                      **folders)  # fmt: skip
+    assert again.rows_computed == len(rest)
+    report = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, stages=["report"], **folders)
+    assert report.rows_computed == 0 and len(report.rows) == len(MODEL_ORDER)
+    with pytest.raises(UserError, match="report stage needs every model"):
+        reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, models=["liif"], **folders)
+    with pytest.raises(UserError, match="unknown model 'liff'; choose from bicubic, liif"):
+        reproduce("smoke", overrides=OVERRIDES, stages=["eval"], progress=False, log=lines.append, models=["liff"],
+                  **folders)  # fmt: skip

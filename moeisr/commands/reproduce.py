@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moeisr.commands.arguments import add_pipeline_arguments, pipeline_options, scale_list
+from moeisr.commands.arguments import add_pipeline_arguments, csv_list, pipeline_options, scale_list
 
 
 def add_parser(subparsers) -> None:
@@ -32,11 +32,20 @@ def add_parser(subparsers) -> None:
         metavar="S,S,...|none",
         help="extra scales on sets whose images are large enough (default: 18,24,30 for paper, none otherwise)",
     )
+    parser.add_argument(
+        "--models",
+        type=csv_list,
+        default=None,
+        metavar="M,M,...",
+        help="train and evaluate only these models (bicubic, liif, lte, moeisr-liif, moeisr-lte, liif-equal-budget, "
+        "lte-equal-budget) and the ones they start from, e.g. one job per model sharing --cache; with --stages "
+        "train,eval, then run --stages report once all are done",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from moeisr.report.reproduce import reproduce
 
-    reproduce(large_scales=args.large_scales, **pipeline_options(args))
+    reproduce(large_scales=args.large_scales, models=args.models, **pipeline_options(args))
     return 0

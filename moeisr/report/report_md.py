@@ -181,7 +181,7 @@ def render_report(inputs: ReportInputs) -> str:
             "details": info.get("details", "")
             + (f" (re-checked {info['last_checked']})" if info.get("last_checked") else ""),
         }
-        for name, info in sorted(stages.items(), key=lambda item: STAGE_ORDER.get(item[0], len(STAGE_ORDER)))
+        for name, info in sorted(stages.items(), key=lambda item: STAGE_ORDER.get(item[0].split()[0], len(STAGE_ORDER)))
     ]
     lines += [pd.DataFrame(stage_rows).to_markdown(index=False, disable_numparse=True) if stage_rows else "–"]
     lines += ["", "Recorded in `timings.json` beside this file (stages not run this time keep their last timing).", ""]

@@ -12,6 +12,10 @@ Stages, each optional, always in this order:
 - **report**: the reproduction check (recomputed rows vs the `main.csv` found in the results folder), then
   main.csv, tables/, figures/, REPORT.md and timings.json.
 
+`models` (CLI `--models`) restricts the train and eval stages to some rows of the `model` column and the experiments
+they start from, so that separate jobs (e.g. one per model on a cluster) can share one cache; the report stage then
+runs alone, once every row is there.
+
 Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` (cpu), `<repo>/results/paper`
 (paper), `<runs>/<profile>/results` (smoke and any other profile); cache `${MOEISR_CACHE:-~/.cache/moeisr}/<profile>`.
 """
@@ -283,21 +287,30 @@ def reproduce(
     progress: bool = True,
     log: Callable[[str], None] = print,
     command: str | None = None,
+    models: Sequence[str] | None = None,
 ) -> ReproduceResult:
     """Run the stages (module docstring) for `profile` and return what was done.
 
     large_scales: extra scales for large images (default `LARGE_SCALES.get(profile, ())`). overrides: `key=value`
     spec overrides applied to every experiment (they change the config hashes of hashed keys). `log` receives one
-    line per decision. Raises UserError for user-fixable problems (an unknown stage, a run folder of another
-    configuration, a missing checkpoint when the train stage is skipped).
+    line per decision. models: train and evaluate only these rows of the `model` column (`MODEL_NAMES`; the
+    experiments they start from are prepared too), e.g. one job per model on a cluster sharing the cache; the
+    report needs every model, so `models` cannot be combined with the report stage. Raises UserError for
+    user-fixable problems (an unknown stage or model, a run folder of another configuration, a missing checkpoint
+    when the train stage is skipped).
     """
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise UserError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    if models is not None and "report" in stages:
+        raise UserError(
+            "the report stage needs every model; with --models, run --stages train,eval (then the report alone)"
+        )
     paths = default_paths(profile, results, runs, cache)
     commit = current_commit()
     command = command or f"moeisr reproduce --profile {profile}"
     experiments = load_experiments(paths, profile, overrides)
+    roles, with_bicubic = _selected_roles(models, experiments)
     grid = eval_grid(experiments)
     large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
     grids = [g for g in (grid, large) if g is not None]
@@ -305,15 +318,16 @@ def reproduce(
     timings = _load_timings(paths.timings)
     timings.update(profile=profile, commit=commit)
     stage_times = timings.setdefault("stages", {})
+    only = "" if models is None else f" ({','.join(models)})"  # partial jobs' timings are kept apart
     log(
-        f"moeisr reproduce: profile {profile}, stages {','.join(s for s in STAGES if s in stages)}; "
+        f"moeisr reproduce: profile {profile}, stages {','.join(s for s in STAGES if s in stages)}{only}; "
         f"results {paths.results}, runs {paths.runs / profile}, cache {paths.cache_file}"
     )
 
     # ---- train (or reuse) -------------------------------------------------------------------------
     started = time.monotonic()
     checkpoints: dict[str, CheckpointInfo] = {}
-    for role in ROLES:
+    for role in roles:
         experiment = experiments[role.experiment]
         parent = checkpoints[experiment.init_from].path if experiment.init_from else None
         checkpoints[role.experiment] = prepare_checkpoint(
@@ -336,13 +350,13 @@ def reproduce(
     if "train" in stages:
         trained = [n for n, c in checkpoints.items() if c.status != "reused"]
         details = f"trained or bundled: {', '.join(trained) or 'none'}; bundle {total_mb:.1f} MB"
-        _record(stage_times, "train", time.monotonic() - started, details, commit, did_work=bool(trained))
-    timings["experiments"] = {name: info.summary() for name, info in checkpoints.items()}
+        _record(stage_times, f"train{only}", time.monotonic() - started, details, commit, did_work=bool(trained))
+    timings.setdefault("experiments", {}).update({name: info.summary() for name, info in checkpoints.items()})
 
     # ---- evaluate ---------------------------------------------------------------------------------
-    entries = [bicubic_entry()] + [
-        checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in ROLES
-    ]
+    evaluated = [r for r in roles if models is None or r.model in models]
+    entries = [bicubic_entry()] if with_bicubic else []
+    entries += [checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in evaluated]
     cache_store = ResultsCache(paths.cache_file)
     keys = [k for g in grids for k in grid_keys(entries, g)]
     if "eval" in stages:
@@ -358,7 +372,8 @@ def reproduce(
             f"{paths.cache_file}"
         )
         details = f"{result.rows_computed} of {len(keys)} rows computed (the rest from the cache)"
-        _record(stage_times, "eval", time.monotonic() - started, details, commit, did_work=result.rows_computed > 0)
+        seconds = time.monotonic() - started
+        _record(stage_times, f"eval{only}", seconds, details, commit, did_work=result.rows_computed > 0)
 
     # ---- report -----------------------------------------------------------------------------------
     if "report" in stages:
@@ -416,6 +431,26 @@ def reproduce(
     atomic_write_text(paths.timings, json.dumps(timings, indent=2, sort_keys=True) + "\n")
     result.timings = timings
     return result
+
+
+MODEL_NAMES = ("bicubic", *(r.model for r in ROLES))
+
+
+def _selected_roles(models: Sequence[str] | None, experiments: dict[str, Experiment]) -> tuple[list[Role], bool]:
+    """(the roles to prepare: those of `models` and the experiments they start from, in ROLES order; whether
+    bicubic is evaluated). None selects everything. UserError for an unknown or empty selection."""
+    if models is None:
+        return list(ROLES), True
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown or not models:
+        found = f"unknown model {unknown[0]!r}" if unknown else "no model selected"
+        raise UserError(f"{found}; choose from {', '.join(MODEL_NAMES)}")
+    needed = {r.experiment for r in ROLES if r.model in models}
+    for role in reversed(ROLES):  # children after their parents in ROLES: walk back to add every ancestor
+        parent = experiments[role.experiment].init_from
+        if role.experiment in needed and parent is not None:
+            needed.add(parent)
+    return [r for r in ROLES if r.experiment in needed], "bicubic" in models
 
 
 def _relative(path: Path, base: Path) -> str:
