@@ -65,6 +65,32 @@ def _cell_centres(feat):
     return centres.permute(2, 0, 1).unsqueeze(0).expand(feat.shape[0], 2, *feat.shape[-2:])
 
 
+def _in_feature_cells_(offsets, feat):
+    """Rescale B×Q×2 (row, col) offsets from [-1, 1] units to feature cells of B×C×h×w `feat`, in place."""
+    offsets[:, :, 0] *= feat.shape[-2]
+    offsets[:, :, 1] *= feat.shape[-1]
+    return offsets
+
+
+def _ensemble_shifts(coord, feat, local_ensemble):
+    """The official local-ensemble loop over B×Q×2 `coord` (one shift, or four with `local_ensemble`).
+
+    Yields per shift the shifted coords (nudged by eps, clamped inside (-1, 1): where `feat`'s nearest cell is
+    sampled) and `rel_coord`, the offset of `coord` from that cell's centre in feature cells, both B×Q×2.
+    """
+    xs, ys, eps = _shift_plan(local_ensemble)
+    rx, ry = 2 / feat.shape[-2] / 2, 2 / feat.shape[-1] / 2
+    centres = _cell_centres(feat)
+    for vx in xs:
+        for vy in ys:
+            shifted = coord.clone()
+            shifted[:, :, 0] += vx * rx + eps
+            shifted[:, :, 1] += vy * ry + eps
+            shifted.clamp_(-1 + 1e-6, 1 - 1e-6)
+            q_coord = _sample_nearest(centres, shifted)
+            yield shifted, _in_feature_cells_(coord - q_coord, feat)
+
+
 def official_mlp(mlp, x):
     """The official MLP forward, `layers(x)` (nn.Sequential with out-of-place ReLUs), whatever moeisr's
     MLP.forward does at inference (it reuses buffers there), so the reference times the official code."""
@@ -80,30 +106,16 @@ def liif_query_rgb(model: LIIF, state, coord, cell):
     feat = state["feat"]
     if model.feat_unfold:  # redone on every call, as in the official code
         feat = F.unfold(feat, 3, padding=1).view(feat.shape[0], feat.shape[1] * 9, *feat.shape[-2:])
-    xs, ys, eps = _shift_plan(model.local_ensemble)
-    rx, ry = 2 / feat.shape[-2] / 2, 2 / feat.shape[-1] / 2
-    centres = _cell_centres(feat)
     preds, areas = [], []
-    for vx in xs:
-        for vy in ys:
-            shifted = coord.clone()
-            shifted[:, :, 0] += vx * rx + eps
-            shifted[:, :, 1] += vy * ry + eps
-            shifted.clamp_(-1 + 1e-6, 1 - 1e-6)
-            q_feat = _sample_nearest(feat, shifted)
-            q_coord = _sample_nearest(centres, shifted)
-            rel_coord = coord - q_coord
-            rel_coord[:, :, 0] *= feat.shape[-2]
-            rel_coord[:, :, 1] *= feat.shape[-1]
-            inp = torch.cat([q_feat, rel_coord], dim=-1)
-            if model.cell_decode:
-                rel_cell = cell.clone()
-                rel_cell[:, :, 0] *= feat.shape[-2]
-                rel_cell[:, :, 1] *= feat.shape[-1]
-                inp = torch.cat([inp, rel_cell], dim=-1)
-            bs, q = coord.shape[:2]
-            preds.append(official_mlp(model.imnet, inp.view(bs * q, -1)).view(bs, q, -1))
-            areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
+    for shifted, rel_coord in _ensemble_shifts(coord, feat, model.local_ensemble):
+        q_feat = _sample_nearest(feat, shifted)
+        inp = torch.cat([q_feat, rel_coord], dim=-1)
+        if model.cell_decode:
+            rel_cell = _in_feature_cells_(cell.clone(), feat)
+            inp = torch.cat([inp, rel_cell], dim=-1)
+        bs, q = coord.shape[:2]
+        preds.append(official_mlp(model.imnet, inp.view(bs * q, -1)).view(bs, q, -1))
+        areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
     return _blend(preds, areas, model.local_ensemble)
 
 
@@ -115,34 +127,20 @@ def lte_gen_feat(model: LTE, inp):
 def lte_query_rgb(model: LTE, state, coord, cell):
     """One official LTE `query_rgb` call on B×Q×2 coord/cell (normalised output space)."""
     feat, coef, freq = state["feat"], state["coef"], state["freq"]
-    xs, ys, eps = _shift_plan(True)
-    rx, ry = 2 / feat.shape[-2] / 2, 2 / feat.shape[-1] / 2
-    centres = _cell_centres(feat)
     preds, areas = [], []
-    for vx in xs:
-        for vy in ys:
-            shifted = coord.clone()
-            shifted[:, :, 0] += vx * rx + eps
-            shifted[:, :, 1] += vy * ry + eps
-            shifted.clamp_(-1 + 1e-6, 1 - 1e-6)
-            q_coef = _sample_nearest(coef, shifted)
-            q_freq = _sample_nearest(freq, shifted)
-            q_coord = _sample_nearest(centres, shifted)
-            rel_coord = coord - q_coord
-            rel_coord[:, :, 0] *= feat.shape[-2]
-            rel_coord[:, :, 1] *= feat.shape[-1]
-            rel_cell = cell.clone()
-            rel_cell[:, :, 0] *= feat.shape[-2]
-            rel_cell[:, :, 1] *= feat.shape[-1]
-            bs, q = coord.shape[:2]
-            # (…, 2, hidden/2): element [i, j] is channel 2j + i, dotted with rel_coord over i
-            q_freq = torch.stack(torch.split(q_freq, 2, dim=-1), dim=-1)
-            q_freq = torch.sum(q_freq * rel_coord.unsqueeze(-1), dim=-2)
-            q_freq += model.phase(rel_cell.view(bs * q, -1)).view(bs, q, -1)
-            q_freq = torch.cat((torch.cos(math.pi * q_freq), torch.sin(math.pi * q_freq)), dim=-1)
-            inp = q_coef * q_freq
-            preds.append(official_mlp(model.imnet, inp.contiguous().view(bs * q, -1)).view(bs, q, -1))
-            areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
+    for shifted, rel_coord in _ensemble_shifts(coord, feat, True):
+        q_coef = _sample_nearest(coef, shifted)
+        q_freq = _sample_nearest(freq, shifted)
+        rel_cell = _in_feature_cells_(cell.clone(), feat)
+        bs, q = coord.shape[:2]
+        # (…, 2, hidden/2): element [i, j] is channel 2j + i, dotted with rel_coord over i
+        q_freq = torch.stack(torch.split(q_freq, 2, dim=-1), dim=-1)
+        q_freq = torch.sum(q_freq * rel_coord.unsqueeze(-1), dim=-2)
+        q_freq += model.phase(rel_cell.view(bs * q, -1)).view(bs, q, -1)
+        q_freq = torch.cat((torch.cos(math.pi * q_freq), torch.sin(math.pi * q_freq)), dim=-1)
+        inp = q_coef * q_freq
+        preds.append(official_mlp(model.imnet, inp.contiguous().view(bs * q, -1)).view(bs, q, -1))
+        areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
     out = _blend(preds, areas, True)
     skip = F.grid_sample(
         state["inp"], coord.flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border", align_corners=False

@@ -1,21 +1,21 @@
 """`moeisr ablations` end to end on the smoke profile, then again: everything reused.
 
-Data root as in test_reproduce.py: two real 96×96 Set5 crops (the smoke grid takes the first) and the real training
-images. The main models train 4 steps (`--set optim.max_steps=4`, `--train-main`); the ablation budget of the smoke
-profile (2 steps) then applies to every row alike. Three rows (liif-ref, liif-mapper1, liif-j2), the sweep of both
-MoEISR models at 7 budgets + argmax, the oracle at ε = 0 and 1/255 and the random router.
+Data root from tests/test_pipeline_support.py, as in test_reproduce.py: two real 96×96 Set5 crops (the smoke grid
+takes the first) and the real training images. The main models train 4 steps (`--set optim.max_steps=4`,
+`--train-main`); the ablation budget of the smoke profile (2 steps) then applies to every row alike. Three rows
+(liif-ref, liif-mapper1, liif-j2), the sweep of both MoEISR models at 7 budgets + argmax, the oracle at ε = 0 and
+1/255 and the random router.
 """
 
 import math
 
 import pandas as pd
 import pytest
+from test_pipeline_support import smoke_workspace
 
 from moeisr.ablations.analysis import read_summary
 from moeisr.ablations.run import run_ablations
 from moeisr.ablations.text import factor_reading
-from moeisr.data.images import load_image, save_image
-from moeisr.data.roots import data_root
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.report.report_md import ABLATION_MARKERS, ablation_section
 
@@ -30,16 +30,7 @@ FIGURES = ("factors", "sweep_liif", "sweep_lte")
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("ablations")
-    real = data_root()
-    root = base / "data"
-    (root / "benchmark" / "Set5" / "HR").mkdir(parents=True)
-    (root / "train").symlink_to(real / "train")
-    for name in ("baby", "bird"):
-        image = load_image(real / "benchmark" / "Set5" / "HR" / f"{name}.webp")
-        save_image(image[:, 100:196, 100:196], root / "benchmark" / "Set5" / "HR" / f"{name}.png")
-    folders = {"results": base / "results", "runs": base / "runs", "cache": base / "cache"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MOEISR_DATA", str(root))
+    with smoke_workspace(base) as (root, folders):
         (base / "results").mkdir()
         (base / "results" / "REPORT.md").write_text("# moeisr reproduction report\n\nmain body\n")
         lines: list[str] = []

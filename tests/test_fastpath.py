@@ -194,18 +194,25 @@ def test_moeisr_lte_executed_equals_published_at_several_knobs(monkeypatch):
     assert len(mixes) >= 3 and seen
 
 
-def test_sparse_dispatch_of_fourier_inputs_equals_dense_dispatch():
+@pytest.mark.parametrize(
+    ("backbone_spec", "executed_inputs"),
+    [(lte_spec(), "fourier_inputs"), (liif_spec(hidden=(64, 64, 64)), "factored_inputs")],
+    ids=["lte-fourier", "liif-factored"],
+)
+def test_sparse_dispatch_of_executed_inputs_equals_dense_dispatch(backbone_spec, executed_inputs):
+    """The experts on the backbone's "as executed" inputs (LTE's FourierInputs, LIIF's FactoredInputs), sparsely
+    dispatched by a random assignment, equal the dense one-hot mixture on the published inputs."""
     torch.manual_seed(0)
-    moe = models.make({"name": "moeisr", "args": {"backbone_spec": lte_spec()}}).eval()
+    moe = models.make({"name": "moeisr", "args": {"backbone_spec": backbone_spec}}).eval()
     lr = lr_crop("foreman", h=15, w=17)
     coord = make_coord((33, 35)).unsqueeze(0)
     cell = make_cell(coord, (33, 35))
     with torch.no_grad():
         features = moe.encode(lr)
-        fourier, _ = moe.backbone.fourier_inputs(features, coord, cell)
+        executed, _ = getattr(moe.backbone, executed_inputs)(features, coord, cell)
         dense, _ = moe.backbone.decoder_inputs(features, coord, cell)
         assign = torch.randint(0, moe.n_experts, (1, coord.shape[1]), generator=torch.Generator().manual_seed(1))
-        sparse = sparse_dispatch(list(moe.experts), fourier, assign)
+        sparse = sparse_dispatch(list(moe.experts), executed, assign)
         reference = dense_dispatch(list(moe.experts), dense, torch.nn.functional.one_hot(assign, moe.n_experts).float())
     assert (sparse - reference).abs().max().item() <= TOL
 
@@ -302,22 +309,6 @@ def test_explicit_executed_path_on_direct_queries_and_other_mlps():
     assert shapes == [(1, 1600, 4, model.imnet_in_dim)]
     assert (executed - published).abs().max().item() <= TOL
     assert torch.allclose(dense, published, atol=1e-6, rtol=0)
-
-
-def test_sparse_dispatch_of_factored_inputs_equals_dense_dispatch():
-    torch.manual_seed(0)
-    moe = models.make({"name": "moeisr", "args": {"backbone_spec": liif_spec(hidden=(64, 64, 64))}}).eval()
-    lr = lr_crop("foreman", h=15, w=17)
-    coord = make_coord((33, 35)).unsqueeze(0)
-    cell = make_cell(coord, (33, 35))
-    with torch.no_grad():
-        features = moe.encode(lr)
-        factored, _ = moe.backbone.factored_inputs(features, coord, cell)
-        dense, _ = moe.backbone.decoder_inputs(features, coord, cell)
-        assign = torch.randint(0, moe.n_experts, (1, coord.shape[1]), generator=torch.Generator().manual_seed(1))
-        sparse = sparse_dispatch(list(moe.experts), factored, assign)
-        reference = dense_dispatch(list(moe.experts), dense, torch.nn.functional.one_hot(assign, moe.n_experts).float())
-    assert (sparse - reference).abs().max().item() <= TOL
 
 
 def test_mlp_inference_forward_is_bitwise_the_plain_forward():

@@ -9,9 +9,8 @@ import math
 
 import pandas as pd
 import pytest
+from test_pipeline_support import smoke_workspace
 
-from moeisr.data.images import load_image, save_image
-from moeisr.data.roots import data_root
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import REQUIRED_COLUMNS
 from moeisr.models.checkpoint import read_checkpoint
@@ -30,16 +29,7 @@ FIGURES = ("psnr_vs_gflops", "flops_per_image", "expert_maps", "qualitative", "l
 def workspace(tmp_path_factory):
     """A data root with two real 96×96 crops in Set5 (the smoke grid evaluates the first) and the pipeline's folders."""
     base = tmp_path_factory.mktemp("reproduce")
-    real = data_root()
-    root = base / "data"
-    (root / "benchmark" / "Set5" / "HR").mkdir(parents=True)
-    (root / "train").symlink_to(real / "train")
-    for name in ("baby", "bird"):
-        image = load_image(real / "benchmark" / "Set5" / "HR" / f"{name}.webp")
-        save_image(image[:, 100:196, 100:196], root / "benchmark" / "Set5" / "HR" / f"{name}.png")
-    folders = {"results": base / "results", "runs": base / "runs", "cache": base / "cache"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MOEISR_DATA", str(root))
+    with smoke_workspace(base) as (root, folders):
         lines: list[str] = []
         result = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, **folders)
         yield {"result": result, "log": lines, "folders": folders, "root": root}

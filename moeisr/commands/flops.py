@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from moeisr.flops import count, format_report
-    from moeisr.flops.source import load_source, parse_knob, parse_lr_size, parse_scale
-    from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size, using_decoder_path
+    from moeisr.flops.source import load_source, parse_knob, parse_lr_size
+    from moeisr.models.base import DEFAULT_CHUNK_SIZE, output_size, parse_scale, using_decoder_path
 
     scale = parse_scale(args.scale)
     lr_size = parse_lr_size(args.lr_size) if args.lr_size is not None else None

@@ -139,13 +139,9 @@ class BenchmarkSet(torch.utils.data.Dataset):
             yield self[index]
 
 
-def iter_pairs(
-    set_name: str,
-    scale: float,
-    root: str | os.PathLike | None = None,
-    limit: int | None = None,
-    lr_source: Literal["generated", "reference"] = "generated",
-    quantize: bool = True,
-) -> Iterator[BenchmarkPair]:
-    """Iterate (name, hr, lr) pairs of `set_name` at `scale`; see BenchmarkSet."""
-    yield from BenchmarkSet(set_name, scale, root, limit, lr_source, quantize)
+def iter_pairs(set_name: str, scale: float, **options) -> Iterator[BenchmarkPair]:
+    """Iterate the BenchmarkPairs (name, hr 3×H×W, lr 3×h×w, in [0, 1]) of `set_name` at `scale`, lazily.
+
+    options: root, limit, lr_source, quantize (keywords), as for BenchmarkSet.
+    """
+    yield from BenchmarkSet(set_name, scale, **options)

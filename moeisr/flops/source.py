@@ -28,17 +28,6 @@ def parse_lr_size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def parse_scale(text: str) -> float:
-    """A finite scale >= 1; UserError otherwise."""
-    try:
-        scale = float(text)
-    except (TypeError, ValueError):
-        raise UserError(f"scale {text!r} is not a number; pass e.g. --scale 2 or --scale 3.7") from None
-    if not math.isfinite(scale) or scale < 1:
-        raise UserError(f"scale {text} is not supported: it must be a finite number >= 1 (e.g. 2, 3.7, 12)")
-    return scale
-
-
 def parse_knob(text: str) -> float:
     """A routing knob: a float, 'inf'/'-inf', or 'cheapest' (+inf) / 'deepest' (-inf)."""
     word = str(text).strip().lower()

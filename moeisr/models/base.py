@@ -175,16 +175,12 @@ class ImplicitSR(nn.Module):
         """Training entry point: `query(encode(lr), coord, cell)` → B×Q×3."""
         return self.query(self.encode(lr), coord, cell)
 
-    def upscale(
-        self,
-        lr: torch.Tensor,
-        size: tuple[int, int],
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        progress: bool = False,
-        cell_clamp: float | None = None,
-    ) -> torch.Tensor:
-        """See `moeisr.models.base.upscale`."""
-        return upscale(self, lr, size, chunk_size=chunk_size, progress=progress, cell_clamp=cell_clamp)
+    def upscale(self, lr: torch.Tensor, size: tuple[int, int], **options) -> torch.Tensor:
+        """`moeisr.models.base.upscale(self, lr, size, **options)`: lr B×3×h×w in [0, 1] → B×3×H×W in [0, 1].
+
+        options: chunk_size, progress, cell_clamp (keywords, documented there).
+        """
+        return upscale(self, lr, size, **options)
 
 
 def _tracing_or_counting() -> bool:
@@ -348,14 +344,20 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.shape[1] > 1 and t.is_contiguous(memory_format=torch.channels_last)
 
 
-def output_size(lr_hw: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(round(h·s), round(w·s)) for a finite scale s ≥ 1; UserError otherwise."""
+def parse_scale(value: float | str) -> float:
+    """An upscaling factor (a number or its text, e.g. '3.7') → a finite float >= 1; UserError otherwise."""
     try:
-        scale = float(scale)
+        scale = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"scale {scale!r} is not a number; pass e.g. --scale 3.7") from None
+        raise UserError(f"scale {value!r} is not a number; pass e.g. --scale 2 or --scale 3.7") from None
     if not math.isfinite(scale) or scale < 1:
-        raise UserError(f"scale {scale} is not supported: it must be a finite number >= 1 (e.g. 2, 3.7, 12)")
+        raise UserError(f"scale {value} is not supported: it must be a finite number >= 1 (e.g. 2, 3.7, 12)")
+    return scale
+
+
+def output_size(lr_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(round(h·s), round(w·s)) for a finite scale s ≥ 1 (see `parse_scale`); UserError otherwise."""
+    scale = parse_scale(scale)
     return round(lr_hw[0] * scale), round(lr_hw[1] * scale)
 
 

@@ -199,20 +199,15 @@ class MoEISR(ImplicitSR):
     # ---- whole images ------------------------------------------------------------------------------
 
     def upscale(
-        self,
-        lr: torch.Tensor,
-        size: tuple[int, int],
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        progress: bool = False,
-        cell_clamp: float | None = None,
-        routing_knob: float | None = None,
+        self, lr: torch.Tensor, size: tuple[int, int], *, routing_knob: float | None = None, **options
     ) -> torch.Tensor:
-        """`moeisr.models.base.upscale` (B×3×H×W in [0, 1]) with an optional per-call routing knob.
+        """`ImplicitSR.upscale` (lr B×3×h×w in [0, 1] → B×3×H×W in [0, 1]) with an optional per-call routing knob.
 
+        options: chunk_size, progress, cell_clamp, as in `moeisr.models.base.upscale`.
         Call `model.eval()` first: in training mode the routing is a random Gumbel sample.
         """
         target = self if routing_knob is None else _WithKnob(self, float(routing_knob))
-        return upscale(target, lr, size, chunk_size=chunk_size, progress=progress, cell_clamp=cell_clamp)
+        return upscale(target, lr, size, **options)
 
     def _grid_logits(self, lr: torch.Tensor, size: tuple[int, int], chunk_size: int, cell_clamp: float | None):
         """Yield (start, stop, B×n×J logits) over the raster-ordered output grid, with `upscale`'s coords and cells."""
