@@ -55,14 +55,35 @@ def merge(store: B.Store, out_dir: Path) -> dict:
     }
     merged = {}
     for section, key_fields in KEYS.items():
-        new_rows = [_json_safe({**row, **stamp}) for row in getattr(store, section)]
+        new_rows = [_json_safe({**_with_weights(row, store.weights), **stamp}) for row in getattr(store, section)]
         new_keys = {tuple(str(r.get(k)) for k in key_fields) for r in new_rows}
         kept = [r for r in old.get(section, []) if tuple(str(r.get(k)) for k in key_fields) not in new_keys]
         merged[section] = kept + new_rows
-    merged["weights"] = {**old.get("weights", {}), **store.weights}
+    merged["weights"] = _weights_by_model(merged, old.get("weights", {}))
     # a run that measured nothing machine-wide (e.g. one memory case) keeps the earlier run's load averages
     merged["machine"] = {**old.get("machine", {}), **machine(), **_json_safe(store.machine)}
     return merged
+
+
+def _with_weights(row: dict, weights: dict) -> dict:
+    """The row with the weights its model was measured with (rows that set their own keep them)."""
+    if "model" in row and "weights" not in row and row["model"] in weights:
+        return {**row, "weights": weights[row["model"]]}
+    return row
+
+
+def _weights_by_model(merged: dict, before: dict) -> dict:
+    """model -> the weights its rows were measured with, " | "-joined when runs used different ones (e.g. a
+    `-k bf16` run on trained checkpoints beside random-weight rows). Rows from before the per-row stamp take
+    the earlier top-level value."""
+    seen: dict[str, set] = {}
+    for section in KEYS:
+        for row in merged[section]:
+            if "model" in row:
+                weights = row.get("weights") or before.get(row["model"])
+                if weights:
+                    seen.setdefault(row["model"], set()).add(weights)
+    return {model: " | ".join(sorted(values)) for model, values in sorted(seen.items())}
 
 
 def _nest(rows, keys, value):

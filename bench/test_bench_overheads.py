@@ -254,6 +254,7 @@ def test_bf16_decoder(benchmark, zoo, store, monkeypatch):
     mse = sum(((a - b) ** 2).mean().item() for a, b in zip(outputs["fp32"], outputs["bf16"], strict=True)) / len(images)
     row = {
         "experiment": "bf16_decoder_gemms",
+        "model": "liif",
         "input": "Set14 baboon, comic, zebra x4",
         "weights": store.weights.get("liif"),
         "speedup": min(times["fp32"]) / min(times["bf16"]),

@@ -86,3 +86,18 @@ def test_render_report_places_the_section_between_markers(tmp_path, bench_report
     text = render_report(inputs)
     start, end = text.index(SPEED_MARKERS[0]), text.index(SPEED_MARKERS[1])
     assert "## Speed (wall clock)" in text[start:end]
+
+
+def test_a_run_on_other_weights_is_recorded_per_row(tmp_path, bench_report):
+    """A later `-k bf16` run on trained checkpoints stamps its own row; the earlier rows keep the weights they
+    were measured with, and the summary names both for the model they share."""
+    benchlib, report = bench_report
+    out = tmp_path / "bench"
+    report.write(_store(benchlib), out)
+    trained = benchlib.Store(weights={"liif": "results/checkpoints/liif.pt"})
+    trained.experiments.append({"experiment": "bf16_decoder_gemms", "model": "liif", "speedup": 1.3})
+    merged = report.merge(trained, out)
+    assert {r["weights"] for r in merged["decoder"] if r["model"] == "liif"} == {"random (seed 0)"}
+    assert merged["experiments"][0]["weights"] == "results/checkpoints/liif.pt"
+    assert merged["weights"]["liif"] == "random (seed 0) | results/checkpoints/liif.pt"
+    assert merged["weights"]["moeisr-liif"] == "random (seed 0)"
