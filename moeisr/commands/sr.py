@@ -54,6 +54,13 @@ def add_parser(subparsers) -> None:
         help="decode scales above S with the cell of scale S (LTE's out-of-distribution rule); default: true cell",
     )
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: the decoder's GEMMs after its first layer in bfloat16, about 1.4-1.9x faster on CPUs with "
+        "bf16 units, PSNR within 0.002 dB here but not bit-exact (docs/speed.md); default: fp32",
+    )
+    parser.add_argument(
         "--routing-knob",
         type=float,
         default=None,
@@ -160,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     for option in ("expert_map", "routing_knob"):
         if getattr(args, option) is not None and (ckpt == BICUBIC or not _is_moe_checkpoint(ckpt)):
             raise UserError(f"--{option.replace('_', '-')} needs a MoEISR checkpoint; {ckpt} is not one")
+    if args.precision != "fp32" and ckpt == BICUBIC:
+        raise UserError(f"--precision {args.precision} applies to a model's decoder; bicubic has none")
     if args.routing_knob is not None and math.isnan(args.routing_knob):
         raise UserError("--routing-knob is NaN; use a number, inf (all cheapest) or -inf (all deepest)")
     if args.expert_map is not None and Path(args.expert_map).suffix.lower() not in (".png", ".webp"):
@@ -175,7 +184,15 @@ def run(args: argparse.Namespace) -> int:
             model.encode_tile_size = tile_size or None
         large = size[0] * size[1] > 4 * chunk_size
         knob = {} if args.routing_knob is None else {"routing_knob": args.routing_knob}
-        sr = model.upscale(lr, size, chunk_size=chunk_size, progress=large, cell_clamp=args.cell_clamp, **knob)
+        sr = model.upscale(
+            lr,
+            size,
+            chunk_size=chunk_size,
+            progress=large,
+            cell_clamp=args.cell_clamp,
+            precision=args.precision,
+            **knob,
+        )
     save_image(sr.cpu(), Path(args.output))
     if args.expert_map is not None:
         write_expert_map(model, lr, size, Path(args.expert_map), chunk_size, args.cell_clamp, args.routing_knob)

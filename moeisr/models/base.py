@@ -19,6 +19,12 @@ path. Set "as_executed" explicitly to count the executed path.
 coordinates are generated per chunk, so memory stays bounded by the features, the output image and
 one chunk, whatever the output size.
 
+Decoder precision (`upscale(..., precision=)`, a per-call inference option): "fp32" (default) everywhere;
+"bf16" runs the decoder MLPs' hidden and output layers as bfloat16 GEMMs (the first layer, with LIIF's
+gather, stays fp32; the output is fp32 again). Not exact (max abs diff ~3e-3 on trained weights), so never a
+default and never used for published numbers; opt-in where the CPU has fast bf16 (about 1.35× here at a
+PSNR change of 0.002 dB, docs/speed.md).
+
 Inference settings (attributes, not in the spec or the state dict; setting one on a model sets it on every
 ImplicitSR inside, e.g. a MoEISR's backbone), applied by `run_encoder` with gradients off:
 - `encode_tile_size` (default ENCODE_TILE_SIZE = 660): above encode_tile_size² LR pixels the encoder runs on
@@ -62,6 +68,10 @@ _IN_UPSCALE = contextvars.ContextVar("moeisr_in_upscale", default=False)
 # set while an encoder runs for an "as executed" query (`ImplicitSR.run_encoder`): see `executing`
 _EXECUTING = contextvars.ContextVar("moeisr_executing", default=False)
 
+# the GEMM dtype of the decoder MLPs' hidden/output layers while `upscale(..., precision="bf16")` runs
+_HIDDEN_DTYPE = contextvars.ContextVar("moeisr_hidden_dtype", default=None)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
 Features = dict[str, torch.Tensor]
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -74,6 +84,12 @@ def normalise(img: torch.Tensor) -> torch.Tensor:
 def denormalise(x: torch.Tensor) -> torch.Tensor:
     """Inverse of `normalise` (no clamping)."""
     return x * NORM_DIV + NORM_SUB
+
+
+def decoder_hidden_dtype() -> torch.dtype | None:
+    """The dtype of the decoder MLPs' hidden/output GEMMs now: None (fp32, the default) or torch.bfloat16 while
+    an `upscale(..., precision="bf16")` runs."""
+    return _HIDDEN_DTYPE.get()
 
 
 def executing() -> bool:
@@ -178,7 +194,7 @@ class ImplicitSR(nn.Module):
     def upscale(self, lr: torch.Tensor, size: tuple[int, int], **options) -> torch.Tensor:
         """`moeisr.models.base.upscale(self, lr, size, **options)`: lr B×3×h×w in [0, 1] → B×3×H×W in [0, 1].
 
-        options: chunk_size, progress, cell_clamp (keywords, documented there).
+        options: chunk_size, progress, cell_clamp, precision (keywords, documented there).
         """
         return upscale(self, lr, size, **options)
 
@@ -388,6 +404,7 @@ def upscale(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
     cell_clamp: float | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Super-resolve `lr` (B×3×h×w in [0, 1]) to `size` = (H, W): returns B×3×H×W clamped to [0, 1].
 
@@ -400,7 +417,11 @@ def upscale(
     peak (bounded by tiling above `encode_tile_size`² LR pixels), then features + output + one chunk (about
     1 GB at the default chunk size for LIIF/LTE); docs/speed.md §6 has full-size measurements.
     With `decoder_path` "auto" (default) the decoders take their "as executed" path here (module docstring).
+    `precision`: "fp32" (default) or "bf16", the decoder MLPs' GEMMs after their first layer in bfloat16
+    (module docstring; not exact, opt-in).
     """
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if lr.dim() != 4 or lr.shape[1] != 3:
         raise ValueError(f"lr must be B×3×h×w, got shape {tuple(lr.shape)}")
     H, W = _check_size(size)
@@ -408,9 +429,11 @@ def upscale(
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     fh, fw = cell_scale_factors(tuple(lr.shape[-2:]), (H, W), cell_clamp)
     token = _IN_UPSCALE.set(True)
+    dtype_token = _HIDDEN_DTYPE.set(PRECISIONS[precision])
     try:
         return _upscale_chunks(model, lr, (H, W), chunk_size, progress, (fh, fw))
     finally:
+        _HIDDEN_DTYPE.reset(dtype_token)
         _IN_UPSCALE.reset(token)
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moeisr.models.base import InferenceCache
+from moeisr.models.base import InferenceCache, decoder_hidden_dtype
 from moeisr.registry import models
 
 
@@ -161,10 +161,15 @@ def inference_forward(linears: Sequence[nn.Linear], x: InferenceInputs, row_bloc
 
     The rows go through all layers in blocks of `row_block` (default: ROW_BLOCK, or ROW_BLOCK_PER_THREAD per
     thread if more); hidden activations go to the cache's two alternating buffers (fresh tensors when it
-    hands out none); the output is a fresh tensor.
+    hands out none); the output is a fresh tensor of the weights' dtype. While `upscale(..., precision="bf16")` runs
+    (`decoder_hidden_dtype`), every layer after the first multiplies in bfloat16 (weights cast once per call).
     """
     lead = x.shape[:-1]
     n = math.prod(lead)
+    dtype = decoder_hidden_dtype()
+    params = [(layer.weight, layer.bias) for layer in linears]
+    if dtype is not None:
+        params = params[:1] + [(w.to(dtype), b.to(dtype)) for w, b in params[1:]]
     block = row_block or max(ROW_BLOCK, ROW_BLOCK_PER_THREAD * torch.get_num_threads())
     k = lead[-1] if len(lead) > 1 else 1
     block = max(k, block - block % k)  # whole queries per block (DenseInputs gathers by query)
@@ -172,17 +177,22 @@ def inference_forward(linears: Sequence[nn.Linear], x: InferenceInputs, row_bloc
     for start in range(0, n, block):
         stop = min(start + block, n)
         y = None
-        for i, layer in enumerate(linears):
+        for i, (layer, (weight, bias)) in enumerate(zip(linears, params, strict=True)):
             last = i == len(linears) - 1
-            buf = None if last else x.cache.buffer(f"hidden_{i % 2}", stop - start, layer.out_features, layer.weight)
+            buf = None if last else x.cache.buffer(f"hidden_{i % 2}", stop - start, layer.out_features, weight)
             if i == 0:
                 y = x.first_layer(layer, buf, start, stop)
             elif buf is None:
-                y = F.linear(y, layer.weight, layer.bias)
+                y = F.linear(y, weight, bias)
             else:
-                y = torch.addmm(layer.bias, y, layer.weight.t(), out=buf)
+                y = torch.addmm(bias, y, weight.t(), out=buf)
             if not last:
                 y = y.relu_()
+            if i == 0 and dtype is not None and not last:
+                low = x.cache.buffer("hidden_low", stop - start, layer.out_features, params[1][0])
+                y = y.to(dtype) if low is None else low.copy_(y)
+        if dtype is not None:
+            y = y.to(linears[0].weight.dtype)
         if start == 0 and stop == n:
             return y.view(*lead, -1)
         if out is None:

@@ -203,7 +203,7 @@ class MoEISR(ImplicitSR):
     ) -> torch.Tensor:
         """`ImplicitSR.upscale` (lr B×3×h×w in [0, 1] → B×3×H×W in [0, 1]) with an optional per-call routing knob.
 
-        options: chunk_size, progress, cell_clamp, as in `moeisr.models.base.upscale`.
+        options: chunk_size, progress, cell_clamp, precision, as in `moeisr.models.base.upscale`.
         Call `model.eval()` first: in training mode the routing is a random Gumbel sample.
         """
         target = self if routing_knob is None else _WithKnob(self, float(routing_knob))
