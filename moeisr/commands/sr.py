@@ -57,8 +57,8 @@ def add_parser(subparsers) -> None:
         "--precision",
         choices=("fp32", "bf16"),
         default="fp32",
-        help="bf16: the decoder's GEMMs after its first layer in bfloat16, about 1.4-1.9x faster on CPUs with "
-        "bf16 units, PSNR within 0.002 dB here but not bit-exact (docs/speed.md); default: fp32",
+        help="bf16: the decoder's GEMMs after its first layer in bfloat16, 1.7-2.1x faster here (CPUs with "
+        "bf16 units), PSNR within 0.002 dB but not bit-exact (docs/speed.md); default: fp32",
     )
     parser.add_argument(
         "--routing-knob",

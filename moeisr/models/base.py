@@ -22,8 +22,8 @@ one chunk, whatever the output size.
 Decoder precision (`upscale(..., precision=)`, a per-call inference option): "fp32" (default) everywhere;
 "bf16" runs the decoder MLPs' hidden and output layers as bfloat16 GEMMs (the first layer, with LIIF's
 gather, stays fp32; the output is fp32 again). Not exact (max abs diff ~3e-3 on trained weights), so never a
-default and never used for published numbers; opt-in where the CPU has fast bf16 (about 1.35× here at a
-PSNR change of 0.002 dB, docs/speed.md).
+default and never used for published numbers; opt-in where the CPU has fast bf16 (1.7–2.1× here at a PSNR
+change ≤ 0.002 dB with the bundled checkpoints, docs/speed.md).
 
 Inference settings (attributes, not in the spec or the state dict; setting one on a model sets it on every
 ImplicitSR inside, e.g. a MoEISR's backbone), applied by `run_encoder` with gradients off:
