@@ -204,7 +204,7 @@ def markdown(m: dict, s: dict) -> str:
         "",
         f"_Rows measured at commit(s) {measured_commits(s['provenance'])}, written {s['provenance']['written_at']}; "
         f"{s['machine']['cpu']}, {s['machine']['cores']} cores, torch {s['machine']['torch']} "
-        f"({s['machine']['torch_threads']} threads), load average at start/end "
+        f"({s['machine']['torch_threads']} threads), load average at the start/end of the latest run "
         f"{s['machine'].get('load_average_at_start')} / {s['machine'].get('load_average_at_end')}. Weights: "
         + ", ".join(f"{k}: {v}" for k, v in s["weights"].items())
         + "._",
