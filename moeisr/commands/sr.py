@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from moeisr.errors import UserError
+from moeisr.models.base import PRECISIONS
 
 DEFAULT_CHECKPOINT_DIR = Path("results/checkpoints")
 # The default output budget of `moeisr sr` and `moeisr flops`: 64 MP (e.g. 8000x8000). A larger request is
@@ -55,7 +56,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=tuple(PRECISIONS),
         default="fp32",
         help="bf16: the decoder's GEMMs after its first layer in bfloat16, 1.7-2.1x faster here (CPUs with "
         "bf16 units), PSNR within 0.002 dB but not bit-exact (docs/speed.md); default: fp32",

@@ -22,8 +22,8 @@ one chunk, whatever the output size.
 Decoder precision (`upscale(..., precision=)`, a per-call inference option): "fp32" (default) everywhere;
 "bf16" runs the decoder MLPs' hidden and output layers as bfloat16 GEMMs (the first layer, with LIIF's
 gather, stays fp32; the output is fp32 again). Not exact (max abs diff ~3e-3 on trained weights), so never a
-default and never used for published numbers; opt-in where the CPU has fast bf16 (1.7–2.1× here at a PSNR
-change ≤ 0.002 dB with the bundled checkpoints, docs/speed.md).
+default and never used for published numbers; opt-in where the CPU has fast bf16 (speed and PSNR change
+measured in docs/speed.md §2).
 
 Inference settings (attributes, not in the spec or the state dict; setting one on a model sets it on every
 ImplicitSR inside, e.g. a MoEISR's backbone), applied by `run_encoder` with gradients off:
@@ -41,6 +41,7 @@ import contextvars
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -73,6 +74,7 @@ _HIDDEN_DTYPE = contextvars.ContextVar("moeisr_hidden_dtype", default=None)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 Features = dict[str, torch.Tensor]
+T = TypeVar("T")
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -213,7 +215,8 @@ def _tracing_or_counting() -> bool:
 class InferenceCache:
     """Per-image inference state of the "as executed" path, kept in the features dict ("inference_cache").
 
-    `memo(key, compute)` caches a tensor per key (e.g. the per-LR-pixel projection of an MLP's first layer);
+    `memo(key, compute)` caches a value per key (e.g. the per-LR-pixel projection of an MLP's first layer, or
+    its layers' bf16 weights);
     `buffer(name, rows, width, like)` hands out a reusable rows×width activation buffer. Reusing buffers
     across chunks matters on CPU: a fresh multi-MB tensor is mmapped and page-faulted on every chunk
     (about 60 ms per 128 MB here, see docs/speed.md). Buffers are only handed out with gradients off and
@@ -224,8 +227,8 @@ class InferenceCache:
         self._memo: dict = {}
         self._buffers: dict = {}
 
-    def memo(self, key, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """compute() the first time `key` is asked for, the cached tensor afterwards."""
+    def memo(self, key, compute: Callable[[], T]) -> T:
+        """compute() the first time `key` is asked for, the cached value afterwards."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]

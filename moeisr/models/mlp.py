@@ -162,14 +162,17 @@ def inference_forward(linears: Sequence[nn.Linear], x: InferenceInputs, row_bloc
     The rows go through all layers in blocks of `row_block` (default: ROW_BLOCK, or ROW_BLOCK_PER_THREAD per
     thread if more); hidden activations go to the cache's two alternating buffers (fresh tensors when it
     hands out none); the output is a fresh tensor of the weights' dtype. While `upscale(..., precision="bf16")` runs
-    (`decoder_hidden_dtype`), every layer after the first multiplies in bfloat16 (weights cast once per call).
+    (`decoder_hidden_dtype`), every layer after the first multiplies in bfloat16 (weights cast once per image).
     """
     lead = x.shape[:-1]
     n = math.prod(lead)
     dtype = decoder_hidden_dtype()
     params = [(layer.weight, layer.bias) for layer in linears]
-    if dtype is not None:
-        params = params[:1] + [(w.to(dtype), b.to(dtype)) for w, b in params[1:]]
+    if dtype is not None:  # low-precision copies of the weights, made once per image (the cache's memo)
+        params[1:] = [
+            x.cache.memo(("low_precision", layer, dtype), lambda w=w, b=b: (w.to(dtype), b.to(dtype)))
+            for layer, (w, b) in zip(linears[1:], params[1:], strict=True)
+        ]
     block = row_block or max(ROW_BLOCK, ROW_BLOCK_PER_THREAD * torch.get_num_threads())
     k = lead[-1] if len(lead) > 1 else 1
     block = max(k, block - block % k)  # whole queries per block (DenseInputs gathers by query)
