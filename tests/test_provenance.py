@@ -28,4 +28,12 @@ def test_dirty_unless_only_ignored_prefixes_changed(tmp_path):
     assert current_commit(tmp_path, ignore=("results/",)) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert current_commit(tmp_path, ignore=("results/",)) == clean + "+dirty"
+    git("checkout", "-q", "--", ".")
+    (tmp_path / "runs" / "cpu").mkdir(parents=True)
+    (tmp_path / "runs" / "cpu" / "log.csv").write_text("step\n")
+    git("add", "runs")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "snapshot")
+    snapshot = current_commit(tmp_path)
+    (tmp_path / "runs" / "cpu" / "log.csv").write_text("step\n50\n")  # a training rewrote its snapshot
+    assert current_commit(tmp_path) == snapshot
     assert current_commit(tmp_path / "nonexistent") == "unknown"

@@ -9,12 +9,17 @@ from pathlib import Path
 
 import torch
 
+# Tracked run snapshots (unfinished cpu runs committed between sessions, README "The cpu recipe"): the
+# trainings rewrite them, and they are outputs, not code, so their changes never make a stamp dirty.
+RUN_SNAPSHOTS = ("runs/",)
 
-def current_commit(repo: Path | None = None, ignore: tuple[str, ...] = ()) -> str:
+
+def current_commit(repo: Path | None = None, ignore: tuple[str, ...] = RUN_SNAPSHOTS) -> str:
     """The git commit of the code ('+dirty' when tracked files changed), or 'unknown' outside a checkout.
 
-    ignore: path prefixes (e.g. "results/") whose changes do not make the code dirty: a tool that rewrites
-    its own tracked outputs between measurements stays stamped with the clean commit.
+    ignore: path prefixes whose changes do not make the code dirty (default: the run snapshots); e.g. the
+    speed suite adds "results/", so that rewriting its own tracked outputs between measurements keeps it
+    stamped with the clean commit.
     """
     repo = repo or Path(__file__).resolve().parents[2]
     try:
