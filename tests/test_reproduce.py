@@ -5,6 +5,7 @@ takes a fraction of a second) and a link to the real training images; training i
 to ×4 by overrides applied to every experiment alike.
 """
 
+import copy
 import math
 
 import pandas as pd
@@ -190,3 +191,22 @@ def test_a_model_subset_prepares_its_parents_and_evaluates_only_itself(workspace
     with pytest.raises(UserError, match="unknown model 'liff'; choose from bicubic, liif"):
         reproduce("smoke", overrides=OVERRIDES, stages=["eval"], progress=False, log=lines.append, models=["liff"],
                   **folders)  # fmt: skip
+
+
+def test_concurrent_model_jobs_keep_each_others_timings(tmp_path):
+    """Two `--models` jobs that read timings.json before either wrote keep both jobs' entries (the race that
+    lost two experiments' train timings when the cpu models were trained as parallel jobs)."""
+    from moeisr.report.reproduce import _load_timings, _save_timings
+
+    path = tmp_path / "timings.json"
+    _save_timings(path, {"profile": "cpu", "commit": "a", "stages": {"train (liif)": {"seconds": 1}}}, {})
+    loaded = _load_timings(path)  # both jobs start from this
+    jobs = {"lte": copy.deepcopy(loaded), "moeisr-liif": copy.deepcopy(loaded)}
+    for model, timings in jobs.items():
+        timings["stages"][f"train ({model})"] = {"seconds": 2}
+        timings["experiments"] = {model.replace("-", "_"): {"steps": 2000}}
+    for timings in jobs.values():
+        written = _save_timings(path, timings, loaded)
+    assert set(written["stages"]) == {"train (liif)", "train (lte)", "train (moeisr-liif)"}
+    assert set(written["experiments"]) == {"lte", "moeisr_liif"}
+    assert _load_timings(path) == written

@@ -22,6 +22,7 @@ Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -40,7 +41,7 @@ from moeisr.errors import UserError
 from moeisr.evaluate.cache import KEY_COLUMNS, REQUIRED_COLUMNS, ResultsCache, make_key
 from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, bicubic_entry, checkpoint_entry, evaluate
 from moeisr.flops.per_image import ArchitectureFlops
-from moeisr.io import atomic_write_text
+from moeisr.io import FileLock, atomic_write_text
 from moeisr.report import figures, tables
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.provenance import current_commit
@@ -270,6 +271,20 @@ def _load_timings(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _save_timings(path: Path, timings: dict, loaded: dict) -> dict:
+    """Write this job's changes to `timings` (against `loaded`, the file as this job read it) over the file as it
+    is now, under its lock, so that concurrent `--models` jobs keep each other's entries; returns what was written."""
+    with FileLock(path):
+        current = _load_timings(path)
+        current.update(profile=timings["profile"], commit=timings["commit"])
+        for section in ("stages", "experiments"):
+            before = loaded.get(section, {})
+            mine = {k: v for k, v in timings.get(section, {}).items() if before.get(k) != v}
+            current[section] = {**current.get(section, {}), **mine}
+        atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    return current
+
+
 # ------------------------------------------------------------------------------------- pipeline
 
 
@@ -315,7 +330,8 @@ def reproduce(
     large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
     grids = [g for g in (grid, large) if g is not None]
     result = ReproduceResult(paths=paths)
-    timings = _load_timings(paths.timings)
+    loaded = _load_timings(paths.timings)
+    timings = copy.deepcopy(loaded)
     timings.update(profile=profile, commit=commit)
     stage_times = timings.setdefault("stages", {})
     only = "" if models is None else f" ({','.join(models)})"  # partial jobs' timings are kept apart
@@ -428,8 +444,7 @@ def reproduce(
         )
         atomic_write_text(paths.report, render_report(inputs))
         log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")
-    atomic_write_text(paths.timings, json.dumps(timings, indent=2, sort_keys=True) + "\n")
-    result.timings = timings
+    result.timings = _save_timings(paths.timings, timings, loaded)
     return result
 
 
