@@ -54,3 +54,16 @@ def test_the_figure_is_written_with_and_without_a_sweep(tmp_path):
         with Image.open(path) as image:
             assert image.width > 200 and image.height > 100
     assert figures.psnr_vs_gflops(rows.iloc[:0], tmp_path / "empty.png") is None
+
+
+def test_figures_get_the_permissions_of_a_plain_open(tmp_path):
+    """Written atomically, yet readable by others as a plain open() would leave it (mkstemp made them 0600)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = figures.psnr_vs_gflops(_rows(), tmp_path / "plain.png", {"Set5": 5})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

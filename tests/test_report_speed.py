@@ -101,3 +101,25 @@ def test_a_run_on_other_weights_is_recorded_per_row(tmp_path, bench_report):
     assert merged["experiments"][0]["weights"] == "results/checkpoints/liif.pt"
     assert merged["weights"]["liif"] == "random (seed 0) | results/checkpoints/liif.pt"
     assert merged["weights"]["moeisr-liif"] == "random (seed 0)"
+
+
+def test_stage_times_show_this_run_beside_the_from_scratch_cost():
+    """A second run that reused everything took seconds; the section also shows what the work took when it was
+    done (recorded training times, summed per-row eval times) and lists the partial --models jobs."""
+    from moeisr.report.report_md import stage_time_lines
+
+    timings = {
+        "stages": {
+            "train": {"seconds": 0.1, "finished": "t1", "commit": "c2", "details": "trained or bundled: none"},
+            "eval": {"seconds": 0.2, "finished": "t1", "commit": "c2", "details": "0 of 4 rows computed"},
+            "eval (moeisr-liif)": {"seconds": 3900.0, "finished": "t0", "commit": "c1", "details": "2 of 2 rows"},
+        }
+    }
+    experiments = [{"train_seconds": 3600.0}, {"train_seconds": 5400.0}, {"train_seconds": None}]
+    text = "\n".join(stage_time_lines(timings, experiments, eval_seconds=600.0))
+    train_row = next(line for line in text.splitlines() if line.startswith("| train "))
+    assert "0.1 s" in train_row and "2.50 h (sum of the 2 experiments' recorded training times)" in train_row
+    eval_row = next(line for line in text.splitlines() if line.startswith("| eval "))
+    assert "0.2 s" in eval_row and "10.0 min" in eval_row
+    assert "Partial jobs" in text and "`eval (moeisr-liif)`" in text and "65.0 min" in text
+    assert "Partial jobs" not in "\n".join(stage_time_lines({"stages": {}}, [], None))

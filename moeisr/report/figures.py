@@ -8,9 +8,9 @@ that run models (`expert_map_sample`, `qualitative_crops`) take B×3×H×W-free 
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from moeisr.data.degrade import degrade, upscale_bicubic
+from moeisr.io import atomic_write_bytes
 from moeisr.metrics import psnr
 from moeisr.models.moe.colors import COLOR_NAMES, colorize_expert_map, expert_colors
 from moeisr.report.tables import FAMILIES, MODEL_ORDER, Family, dataset_label, sort_cells
@@ -39,18 +40,10 @@ def _style(model: str) -> tuple[str, str]:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write `fig` as PNG to `path` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `fig` as PNG to `path` atomically, with the permissions a plain `open()` would give it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def styled(func):

@@ -441,6 +441,7 @@ def reproduce(
             notes=_notes(profile),
             ablations=ablation_section(paths.results),
             speed=speed_section(paths.results),
+            eval_seconds=float(rows["seconds"].sum()) if "seconds" in rows else None,
         )
         atomic_write_text(paths.report, render_report(inputs))
         log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")
