@@ -19,7 +19,7 @@ from pathlib import Path
 import benchlib as B
 
 from moeisr.io import atomic_write_text
-from moeisr.report.provenance import RUN_SNAPSHOTS, current_commit, machine
+from moeisr.report.provenance import current_commit, machine
 from moeisr.report.report_md import measured_commits
 
 TARGETS = {"realised_over_flops": 0.9, "liif_vs_reference_speedup": 1.5, "decoder_peak_fraction": 0.6, "rss_gb": 6.0}
@@ -50,7 +50,7 @@ def merge(store: B.Store, out_dir: Path) -> dict:
     path = out_dir / "measurements.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     stamp = {
-        "commit": current_commit(B.REPO, ignore=("results/", *RUN_SNAPSHOTS)),
+        "commit": current_commit(B.REPO),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     merged = {}
@@ -141,9 +141,7 @@ def summarise(m: dict) -> dict:
     }
     return {
         "provenance": {
-            "commit": current_commit(
-                B.REPO, ignore=("results/", *RUN_SNAPSHOTS)
-            ),  # of this write; each row keeps the commit that measured it
+            "commit": current_commit(B.REPO),  # of this write; each row keeps the commit that measured it
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "measured_at_commits": sorted({r["commit"] for k in KEYS for r in m.get(k, []) if r.get("commit")}),
         },

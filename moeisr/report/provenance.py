@@ -9,17 +9,18 @@ from pathlib import Path
 
 import torch
 
-# Tracked run snapshots (unfinished cpu runs committed between sessions, README "The cpu recipe"): the
-# trainings rewrite them, and they are outputs, not code, so their changes never make a stamp dirty.
-RUN_SNAPSHOTS = ("runs/",)
+# Generated outputs, never code: the tracked run snapshots (unfinished cpu runs committed between sessions,
+# README "The cpu recipe"), which the trainings rewrite, and results/, which every reproduce, ablations and
+# bench run rewrites before it is committed. Their changes never make a stamp dirty (the checkpoints a run
+# reads are identified by their own hashes).
+GENERATED_OUTPUTS = ("runs/", "results/")
 
 
-def current_commit(repo: Path | None = None, ignore: tuple[str, ...] = RUN_SNAPSHOTS) -> str:
+def current_commit(repo: Path | None = None, ignore: tuple[str, ...] = GENERATED_OUTPUTS) -> str:
     """The git commit of the code ('+dirty' when tracked files changed), or 'unknown' outside a checkout.
 
-    ignore: path prefixes whose changes do not make the code dirty (default: the run snapshots); e.g. the
-    speed suite adds "results/", so that rewriting its own tracked outputs between measurements keeps it
-    stamped with the clean commit.
+    ignore: path prefixes whose changes do not make the code dirty (default: the generated outputs, so that
+    a job rewriting the tracked results of the previous one is still stamped with the clean commit).
     """
     repo = repo or Path(__file__).resolve().parents[2]
     try:
