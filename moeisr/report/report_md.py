@@ -179,7 +179,9 @@ def stage_time_lines(timings: Mapping, experiments: Sequence[Mapping], eval_seco
     lines += [
         "Recorded in `timings.json` beside this file; a stage that only reused earlier work keeps the timing of the "
         "run that did it. From-scratch times were measured under whatever else ran then (often two 1-thread jobs "
-        "side by side), so they are a guide, not a benchmark.",
+        "side by side), so they are a guide, not a benchmark. A commit marked `+dirty` had tracked files changed "
+        "outside `runs/` and `results/` (before commit `e60f8e4` the run snapshots under `runs/` counted too, and "
+        "before `f5f687e` the results being rewritten).",
         "",
     ]
     return lines
