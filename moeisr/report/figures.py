@@ -222,8 +222,13 @@ def flops_distribution(
         ax.set_xlabel("scale", fontsize=7)
         ax.set_ylabel("FLOPs per image, % of the backbone's", fontsize=7)
         ax.tick_params(labelsize=7)
-        if ax is not axes[-1] and ax.get_legend() is not None:
+        if ax.get_legend() is not None:
             ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    # one legend beside the panels: inside one, it hid that panel's boxes
+    fig.legend(
+        handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="model", title_fontsize=7
+    )
     fig.suptitle("Distribution of per-image FLOPs: MoEISR relative to its backbone (100% = same FLOPs)", fontsize=9)
     return save_figure(fig, path)
 
