@@ -67,3 +67,50 @@ def test_figures_get_the_permissions_of_a_plain_open(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_best_box_is_the_window_of_largest_sum():
+    import torch
+
+    score = torch.rand(37, 29)
+    size, step = 8, 4
+    top, left = figures.best_box(score, size, step)
+    brute = {
+        (t, ll): float(score[t : t + size, ll : ll + size].sum())
+        for t in range(0, 37 - size + 1, step)
+        for ll in range(0, 29 - size + 1, step)
+    }
+    assert (top, left) == max(brute, key=brute.get)
+
+
+class _Oracle:
+    """Returns the HR image itself: it gains most over bicubic where bicubic errs most."""
+
+    def __init__(self, hr):
+        self.hr = hr
+
+    def upscale(self, lr, size):
+        return self.hr[None, :, : size[0], : size[1]]
+
+
+def test_the_qualitative_crop_is_where_the_models_gain_most_over_bicubic():
+    """On a real Set5 image, with an oracle 'model', the crop is the window where bicubic's error is largest,
+    every panel is that window of its method's full-image output, and the oracle's crop PSNR is infinite."""
+    import torch
+
+    from moeisr.data.benchmark import list_images
+    from moeisr.data.degrade import degrade, upscale_bicubic
+    from moeisr.data.images import load_image
+
+    hr = load_image(list_images("Set5", limit=2)[1])[:, :96, :120]  # bird
+    hr_cropped, lr = degrade(hr, 4)
+    crops = figures.qualitative_crops("Set5/bird", hr, 4, {"bicubic": None, "oracle": _Oracle(hr_cropped)}, crop=24)
+    bicubic = upscale_bicubic(lr[None], hr_cropped.shape[-2:])[0].clamp(0, 1)
+    error = (bicubic.mean(0) - hr_cropped.mean(0)) ** 2
+    top, left, side, _ = crops.box
+    assert side == 24 and top % 4 == 0 and left % 4 == 0
+    assert (top, left) == figures.best_box(error, 24, 4)
+    labels = [label for label, _, _ in crops.panels]
+    assert labels == ["HR", "bicubic", "oracle"]
+    assert torch.equal(crops.panels[1][1], bicubic[:, top : top + 24, left : left + 24])
+    assert crops.panels[2][2] == float("inf") and crops.panels[1][2] < 40
