@@ -370,22 +370,23 @@ def qualitative_crops(
     hr_cropped, lr = degrade(hr, scale)
     H, W = hr_cropped.shape[-2:]
     side = max(scale, min(crop, H // 2, W // 2) // scale * scale)
+    batch = lr[None].to(device)
     outputs = {}
     for label, model in models.items():
         with torch.inference_mode():
-            batch = lr[None].to(device)
             sr = upscale_bicubic(batch, (H, W)) if model is None else model.upscale(batch, (H, W))
         outputs[label] = sr[0].clamp(0, 1).cpu()
 
     def squared_error(image: torch.Tensor) -> torch.Tensor:
         return (image.mean(0) - hr_cropped.mean(0)) ** 2
 
-    learned = [squared_error(out) for label, out in outputs.items() if models[label] is not None]
-    baseline = [squared_error(out) for label, out in outputs.items() if models[label] is None]
-    if learned and baseline:
-        score = baseline[0] - torch.stack(learned).mean(0)
-    else:  # nothing to compare: the window of most detail
-        score = squared_error(upscale_bicubic(lr[None], (H, W))[0].clamp(0, 1))
+    bicubic = next((outputs[label] for label, model in models.items() if model is None), None)
+    if bicubic is None:
+        bicubic = upscale_bicubic(lr[None], (H, W))[0].clamp(0, 1)
+    score = squared_error(bicubic)  # with no learned model: the window of most detail
+    learned = [squared_error(outputs[label]) for label, model in models.items() if model is not None]
+    if learned:
+        score = score - torch.stack(learned).mean(0)
     top, left = best_box(score, side, scale)
     target = hr_cropped[:, top : top + side, left : left + side]
     result = QualitativeCrops(title=title, hr=hr_cropped, box=(top, left, side, side))

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-# Generated outputs, never code: the tracked run snapshots (unfinished cpu runs committed between sessions,
-# README "The cpu recipe"), which the trainings rewrite, and results/, which every reproduce, ablations and
-# bench run rewrites before it is committed. Their changes never make a stamp dirty (the checkpoints a run
-# reads are identified by their own hashes).
+# Generated outputs, never code: runs/ (the tracked evaluation-cache snapshot, which every evaluation appends
+# to) and results/, which every reproduce, ablations and bench run rewrites before it is committed. Their
+# changes never make a stamp dirty (the checkpoints a run reads are identified by their own hashes).
 GENERATED_OUTPUTS = ("runs/", "results/")
 
 

@@ -135,10 +135,15 @@ def _duration(seconds) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def _details(info: Mapping) -> str:
+    checked = info.get("last_checked")
+    return info.get("details", "") + (f" (re-checked {checked})" if checked else "")
+
+
 def stage_time_lines(timings: Mapping, experiments: Sequence[Mapping], eval_seconds: float | None) -> list[str]:
-    """The "Wall time per stage" section: this run's time of each stage beside what computing it from scratch
-    took (training: the experiments' recorded training times; evaluation: the sum of the grid rows' per-row
-    times), then the partial `--models` jobs as recorded in timings.json."""
+    """The "Wall time per stage" section: each stage's wall time (of the last run that did work in it) beside
+    what computing it from scratch took (training: the experiments' recorded training times; evaluation: the
+    sum of the grid rows' per-row times), then the partial `--models` jobs as recorded in timings.json."""
     stages = timings.get("stages", {})
     trained = [e.get("train_seconds") for e in experiments if e.get("train_seconds") is not None]
     from_scratch = {
@@ -154,11 +159,11 @@ def stage_time_lines(timings: Mapping, experiments: Sequence[Mapping], eval_seco
         rows.append(
             {
                 "stage": stage,
-                "this run": _duration(info.get("seconds")),
+                "wall time": _duration(info.get("seconds")),
                 "when": info.get("finished", "–"),
                 "commit": f"`{info.get('commit', '–')}`",
                 "from scratch": _duration(seconds) + (f" ({how})" if seconds is not None else ""),
-                "details": info.get("details", ""),
+                "details": _details(info),
             }
         )
     lines = [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else "–", ""]
@@ -168,7 +173,7 @@ def stage_time_lines(timings: Mapping, experiments: Sequence[Mapping], eval_seco
             "wall time": _duration(info.get("seconds")),
             "when": info.get("finished", "–"),
             "commit": f"`{info.get('commit', '–')}`",
-            "details": info.get("details", ""),
+            "details": _details(info),
         }
         for name, info in sorted(stages.items(), key=lambda item: (STAGE_ORDER.get(item[0].split()[0], 9), item[0]))
         if name not in from_scratch
