@@ -15,7 +15,7 @@ from test_pipeline_support import smoke_workspace
 
 from moeisr.ablations.analysis import read_summary
 from moeisr.ablations.run import run_ablations
-from moeisr.ablations.text import factor_reading
+from moeisr.ablations.text import NOISE_FACTOR, factor_reading
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.report.report_md import ABLATION_MARKERS, ablation_section
 
@@ -115,6 +115,34 @@ def test_report_section_is_spliced_and_generated_from_the_csvs(workspace):
     factors.loc[factors["row"] == "liif-j2", ["d_psnr", "d_gflops_pct"]] = [-0.25, -12.5]
     text = " ".join(factor_reading(factors))
     assert "2 instead of 4 changed PSNR by -0.250 dB" in text and "GFLOPs by -12.5%" in text
+
+
+def test_a_second_seed_of_the_reference_sets_the_noise_floor(workspace):
+    factors = _csv(workspace, "factors")
+    factors.loc[factors["row"] == "liif-j2", ["d_psnr", "d_gflops_pct"]] = [-0.25, -1.0]
+    factors.loc[factors["row"] == "liif-mapper1", ["d_psnr", "d_gflops_pct"]] = [0.08, 2.0]
+    quiet = " ".join(factor_reading(factors))
+    assert "the factors that mattered: mapper depth (conv layers), number of experts J." in quiet
+    # retrain the reference with another seed (it moves PSNR by 0.1 dB): the mapper's 0.08 dB is now noise
+    seed = factors[factors["row"] == "liif-mapper1"].assign(
+        row="liif-seed1",
+        factor=NOISE_FACTOR,
+        factor_label="training seed",
+        value="1",
+        reference_value="0",
+        d_psnr=-0.1,
+        d_psnr_min=-0.2,
+        d_psnr_max=0.0,
+        d_gflops_pct=0.5,
+    )
+    noisy = " ".join(factor_reading(pd.concat([factors, seed], ignore_index=True)))
+    assert (
+        "Run-to-run noise, the reference retrained with another seed: seed 1 instead of 0 changed PSNR by "
+        "-0.100 dB (per cell -0.200 to +0.000)" in noisy
+    )
+    assert "more than 0.100 dB or the GFLOPs by more than 5.0%" in noisy
+    assert "the factors that mattered: number of experts J; within the floor everywhere: mapper depth" in noisy
+    assert "training seed (" not in noisy  # the noise is not ranked as a factor
 
 
 def test_second_run_reuses_everything(workspace):

@@ -104,7 +104,7 @@ def test_the_cpu_plan_fits_the_time_budget():
     profile = suite.profile("cpu")
     main = load_experiments(paths, "cpu")
     rows = suite.select(profile)
-    assert len(rows) == len(suite.rows) == 15
+    assert len(rows) == len(suite.rows) == 17
     experiments = {r.name: row_experiment(suite, r, profile, main, paths.experiments) for r in rows}
     plan = estimate(rows, experiments, profile, grid_of(profile))
     assert plan["total"] <= CPU_HOURS * 3600 and plan["train"] > plan["eval"]
