@@ -1,7 +1,7 @@
 """Ablation figures (matplotlib's Agg canvas with seaborn styling, written atomically like the main figures).
 
 - `factors_figure`: per MoEISR model, each row's mean ΔPSNR against its mean ΔGFLOPs relative to the reference,
-  with the per-cell range as error bars.
+  with the per-cell range as error bars and the seed-to-seed noise of the reference as a grey band.
 - `sweep_figure`: one MoEISR model's PSNR-vs-GFLOPs curves per dataset (rows) and scale (columns): the learned
   routing along the knob, the argmax routing, random routing at the learned shares, the oracle, the backbone and the
   Pareto front of the attainable points.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from moeisr.ablations.text import family_label
+from moeisr.ablations.text import NOISE_FACTOR, family_label
 from moeisr.report.figures import dataset_scale_figure, legend_and_save, new_figure, styled
 
 COLORS = {"learned": "#08306b", "random": "#969696", "oracle": "#2ca02c", "backbone": "#d62728", "front": "#fdae6b"}
@@ -39,6 +39,11 @@ def factors_figure(summary: pd.DataFrame, path: str | os.PathLike) -> Path | Non
         part = rows[rows["base"] == base]
         ax.axhline(0, color="#444444", linewidth=0.8)
         ax.axvline(0, color="#444444", linewidth=0.8)
+        noise = part.loc[part["factor"] == NOISE_FACTOR, "d_psnr"].abs()
+        if len(noise):  # effects inside the band are within what another seed of the reference gives
+            band = noise.max()
+            handles["seed-to-seed noise"] = ax.axhspan(-band, band, color="#bdbdbd", alpha=0.35, linewidth=0,
+                                                       label="seed-to-seed noise")  # fmt: skip
         handles["reference"] = ax.scatter([0], [0], color="black", marker="P", s=60, zorder=3, label="reference")
         for _, r in part.iterrows():
             color = palette[r["factor_label"]]
