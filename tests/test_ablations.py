@@ -142,6 +142,8 @@ def test_a_second_seed_of_the_reference_sets_the_noise_floor(workspace):
     )
     assert "more than 0.100 dB or the GFLOPs by more than 5.0%" in noisy
     assert "the factors that mattered: number of experts J; within the floor everywhere: mapper depth" in noisy
+    assert "2 instead of 4 changed PSNR by -0.250 dB (per cell" in noisy and "-1.0%: worse at the same cost" in noisy
+    assert "+2.0%: within the floor on both axes" in noisy
     assert "training seed (" not in noisy  # the noise is not ranked as a factor
 
 

@@ -193,7 +193,8 @@ def found_table(routers: pd.DataFrame, level: float | None, sizes: Mapping[str, 
 
 
 def factor_reading(summary: pd.DataFrame) -> list[str]:
-    """One paragraph per base: each factor's values against the reference, then which factors mattered."""
+    """One paragraph per base: the seed-to-seed noise, each factor's values against the reference with their
+    direction (better, cheaper, a trade-off), then which factors mattered."""
     paragraphs = []
     for base, part in summary.groupby("base", sort=False):
         factors = part[part["factor"].apply(lambda f: isinstance(f, str))]
@@ -201,27 +202,24 @@ def factor_reading(summary: pd.DataFrame) -> list[str]:
         factors = factors[factors["factor"] != NOISE_FACTOR]
         if factors.empty and noise.empty:
             continue
-        name = family_label(base)
         cells = int(part["cells"].max())
-        plural = "s" if cells != 1 else ""
-        sentences = [f"**{name}** (means over {cells} set×scale cell{plural} against its reference):"]
-        # the noise floor: the largest |mean effect| of retraining the reference with another seed
-        noise_db = float(noise["d_psnr"].abs().max()) if len(noise) else 0.0
-        noise_pct = float(noise["d_gflops_pct"].abs().max()) if len(noise) else 0.0
+        sentences = [
+            f"**{family_label(base)}** (means over {cells} set×scale cell{'s' if cells != 1 else ''} against its "
+            "reference):"
+        ]
+        # the floors: our thresholds, raised to the largest |mean effect| of retraining the reference with another seed
+        floor_db = max([NOTABLE_DB, *noise["d_psnr"].abs()])
+        floor_pct = max([NOTABLE_PCT, *noise["d_gflops_pct"].abs()])
         if len(noise):
             seeds = "; ".join(
-                f"seed {r['value']} instead of {r['reference_value']} changed PSNR by {r['d_psnr']:+.3f} dB (per cell "
-                f"{r['d_psnr_min']:+.3f} to {r['d_psnr_max']:+.3f}) and GFLOPs by {r['d_gflops_pct']:+.1f}%"
-                for _, r in noise.iterrows()
+                f"seed {r['value']} instead of {r['reference_value']} {_change(r)}" for _, r in noise.iterrows()
             )
             sentences.append(f"Run-to-run noise, the reference retrained with another seed: {seeds}.")
         effects = []
         for _, rows in factors.groupby("factor", sort=False):
             label = rows["factor_label"].iloc[0]
-            reference = rows["reference_value"].iloc[0]
             items = "; ".join(
-                f"{r['value']} instead of {reference} changed PSNR by {r['d_psnr']:+.3f} dB (per cell "
-                f"{r['d_psnr_min']:+.3f} to {r['d_psnr_max']:+.3f}) and GFLOPs by {r['d_gflops_pct']:+.1f}%"
+                f"{r['value']} instead of {r['reference_value']} {_change(r)}: {_direction(r, floor_db, floor_pct)}"
                 for _, r in rows.iterrows()
             )
             sentences.append(f"{label[0].upper()}{label[1:]}: {items}.")
@@ -229,9 +227,38 @@ def factor_reading(summary: pd.DataFrame) -> list[str]:
             topf = rows.loc[rows["d_gflops_pct"].abs().idxmax()]
             effects.append((label, top, topf))
         if effects:
-            sentences += _ranking(effects, max(NOTABLE_DB, noise_db), max(NOTABLE_PCT, noise_pct), bool(len(noise)))
+            sentences += _ranking(effects, floor_db, floor_pct, bool(len(noise)))
         paragraphs.append(" ".join(sentences))
     return paragraphs
+
+
+def _change(r) -> str:
+    return (
+        f"changed PSNR by {r['d_psnr']:+.3f} dB (per cell {r['d_psnr_min']:+.3f} to {r['d_psnr_max']:+.3f}) and "
+        f"GFLOPs by {r['d_gflops_pct']:+.1f}%"
+    )
+
+
+DIRECTIONS = {  # (quality, cost): each -1, 0 or +1 against the floors
+    (1, -1): "better and cheaper",
+    (1, 0): "better at the same cost",
+    (0, -1): "cheaper at the same quality",
+    (-1, 1): "worse and costlier",
+    (-1, 0): "worse at the same cost",
+    (0, 1): "costlier at the same quality",
+    (1, 1): "a trade-off, better but costlier",
+    (-1, -1): "a trade-off, cheaper but worse",
+    (0, 0): "within the floor on both axes",
+}
+
+
+def _direction(r, floor_db: float, floor_pct: float) -> str:
+    """How a row moved against its reference, each axis counted only beyond its floor."""
+
+    def sign(value: float, floor: float) -> int:
+        return 0 if abs(value) <= floor else (1 if value > 0 else -1)
+
+    return DIRECTIONS[sign(r["d_psnr"], floor_db), sign(r["d_gflops_pct"], floor_pct)]
 
 
 def _ranking(effects: list, floor_db: float, floor_pct: float, measured_noise: bool) -> list[str]:
@@ -249,12 +276,12 @@ def _ranking(effects: list, floor_db: float, floor_pct: float, measured_noise: b
         label for label, top, topf in effects if abs(top["d_psnr"]) > floor_db or abs(topf["d_gflops_pct"]) > floor_pct
     ]
     quiet = [label for label, _, _ in effects if label not in mattered]
-    rule = f"our thresholds ({NOTABLE_DB} dB, {NOTABLE_PCT:g}%)"
+    rule = f"our thresholds of {NOTABLE_DB} dB and {NOTABLE_PCT:g}%"
     if measured_noise:
         rule += " and the seed-to-seed difference"
     verdict = (
         f"Counting a factor as having mattered when some value moved the mean PSNR by more than {floor_db:.3f} dB or "
-        f"the GFLOPs by more than {floor_pct:.1f}% (the larger of {rule}): "
+        f"the GFLOPs by more than {floor_pct:.1f}% (the larger of {rule}), "
         + (f"the factors that mattered: {', '.join(mattered)}" if mattered else "no factor mattered")
         + (f"; within the floor everywhere: {', '.join(quiet)}." if quiet else ".")
     )
