@@ -12,6 +12,7 @@ from moeisr.ablations.routers import (
     counts_for_shares,
     derived_generator,
     expert_outputs,
+    matched_knob,
     oracle_assign,
     pixel_errors,
     random_assign,
@@ -132,6 +133,23 @@ def test_sweep_knobs_go_from_all_cheapest_to_all_deepest(image):
             if knob == -math.inf:
                 assert (routing == model.n_experts - 1).all()
     assert mean_cost == sorted(mean_cost)  # the knob moves the cost monotonically (docs/moeisr.md §5)
+
+
+def test_matched_knob_reroutes_the_reference_to_the_rows_decoder_cost(image):
+    _, lr = image
+    row, reference = _model(seed=1), _model(seed=2)
+    costs = reference.experts.relative_costs()
+    with torch.inference_mode():
+        row_cost = float(costs[row.expert_map(lr, (24, 24))].mean())  # output = LR size: calibration's own queries
+        ref_cost = float(costs[reference.expert_map(lr, (24, 24))].mean())
+        knob, got_row, got_ref = matched_knob(row, reference, [lr], [(24, 24)])
+        rerouted = float(costs[reference.expert_map(lr, (24, 24), routing_knob=knob)].mean())
+    assert math.isclose(got_row, row_cost, abs_tol=1e-6) and math.isclose(got_ref, ref_cost, abs_tol=1e-6)
+    assert abs(row_cost - ref_cost) > 0.02  # the two seeds route differently, so the knob has work to do
+    assert abs(rerouted - row_cost) < 0.01  # to the row's cost, up to the knob's 4 significant digits and ties
+    itself = matched_knob(reference, reference, [lr], [(24, 24)])[0]  # any knob with the default's cost will do
+    with torch.inference_mode():
+        assert float(costs[reference.expert_map(lr, (24, 24), routing_knob=itself)].mean()) == pytest.approx(ref_cost)
 
 
 def test_pareto_front_and_gap():

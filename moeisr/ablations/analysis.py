@@ -43,14 +43,22 @@ def _shares(frame: pd.DataFrame, model: str, costs: Sequence[float]) -> pd.DataF
     return out.groupby(CELL, sort=False).mean().reset_index()  # knob "none" only: one line per cell
 
 
-def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame, matched: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (row, dataset, scale): n, psnr, gflops, ref_psnr, ref_gflops, d_psnr (dB), d_gflops_pct (% of the
-    reference's GFLOPs), rel_cost and deepest_share (pixel-weighted; 1 = every pixel on the deepest expert).
+    reference's GFLOPs), rel_cost and deepest_share (pixel-weighted; 1 = every pixel on the deepest expert); and,
+    for the rows in `matched`, d_psnr_matched / d_gflops_pct_matched against the reference re-routed to the row's
+    decoder cost (NaN elsewhere).
 
     frame: tidy rows whose `model` is the row name; meta: one line per row with `row`, `reference`, `costs`
-    (relative expert costs, cheapest first). Rows with no image in common with their reference are left out.
+    (relative expert costs, cheapest first); matched: tidy rows of the re-routed references, `row` naming the factor
+    row each stands beside. Rows with no image in common with their reference are left out, and the matched means
+    cover only the images all three sides have.
     """
-    per_image = frame[["model", *IMAGE_KEYS, "psnr", "gflops"]].drop_duplicates(["model", *IMAGE_KEYS], keep="last")
+    columns = [*IMAGE_KEYS, "psnr", "gflops"]
+    per_image = frame[["model", *columns]].drop_duplicates(["model", *IMAGE_KEYS], keep="last")
+    if matched is None or matched.empty:
+        matched = per_image.iloc[0:0].rename(columns={"model": "row"})  # typed, so the means stay float
+    matched = matched[["row", *columns]].drop_duplicates(["row", *IMAGE_KEYS], keep="last")
     parts = []
     for _, m in meta.iterrows():
         mine = per_image[per_image["model"] == m["row"]].drop(columns="model")
@@ -58,8 +66,16 @@ def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
         merged = mine.merge(ref, on=IMAGE_KEYS, suffixes=("", "_ref"))
         if merged.empty:
             continue
+        at_cost = matched[matched["row"] == m["row"]].drop(columns="row")
+        merged = merged.merge(at_cost, on=IMAGE_KEYS, how="left", suffixes=("", "_matched"))
+        both = merged["psnr_matched"].notna()
+        merged["d_psnr_matched"] = (merged["psnr"] - merged["psnr_matched"]).where(both)
+        merged["gflops_row_matched"] = merged["gflops"].where(both)  # the same images on both sides
         grouped = merged.groupby(CELL, sort=False)
-        cells = grouped[["psnr", "gflops", "psnr_ref", "gflops_ref"]].mean()
+        cells = grouped[["psnr", "gflops", "psnr_ref", "gflops_ref", "d_psnr_matched"]].mean()
+        cells["d_gflops_pct_matched"] = 100.0 * (
+            grouped["gflops_row_matched"].mean() / grouped["gflops_matched"].mean() - 1.0
+        )
         cells["n"] = grouped.size()
         cells = cells.reset_index().merge(_shares(frame, m["row"], m["costs"]), on=CELL, how="left")
         cells.insert(0, "row", m["row"])
@@ -69,6 +85,8 @@ def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     cells = pd.concat(parts, ignore_index=True).rename(columns={"psnr_ref": "ref_psnr", "gflops_ref": "ref_gflops"})
     cells["d_psnr"] = cells["psnr"] - cells["ref_psnr"]
     cells["d_gflops_pct"] = 100.0 * (cells["gflops"] / cells["ref_gflops"] - 1.0)
+    matched_columns = ["d_psnr_matched", "d_gflops_pct_matched"]
+    cells = cells[[c for c in cells.columns if c not in matched_columns] + matched_columns]  # last, as in the CSV
     order = {name: i for i, name in enumerate(meta["row"])}
     cells = sort_cells(cells)
     return cells.sort_values("row", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
@@ -76,7 +94,8 @@ def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 
 def factor_summary(cells: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """One line per row: the meta columns, then the cell count and the mean / min / max over the cells of d_psnr
-    and d_gflops_pct, the mean PSNR and GFLOPs, rel_cost and deepest_share."""
+    and d_gflops_pct, the mean PSNR and GFLOPs, rel_cost and deepest_share, and the mean / min / max of
+    d_psnr_matched with the mean d_gflops_pct_matched (NaN for rows not compared at matched cost)."""
     if cells.empty:
         return pd.DataFrame()
     grouped = cells.groupby("row", sort=False)
@@ -93,6 +112,10 @@ def factor_summary(cells: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
         d_gflops_pct_max=("d_gflops_pct", "max"),
         rel_cost=("rel_cost", "mean"),
         deepest_share=("deepest_share", "mean"),
+        d_psnr_matched=("d_psnr_matched", "mean"),
+        d_psnr_matched_min=("d_psnr_matched", "min"),
+        d_psnr_matched_max=("d_psnr_matched", "max"),
+        d_gflops_pct_matched=("d_gflops_pct_matched", "mean"),
     ).reset_index()
     columns = [c for c in meta.columns if c != "costs"]
     return meta[columns].merge(summary, on="row", how="inner")

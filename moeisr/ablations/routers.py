@@ -27,7 +27,7 @@ import torch
 from moeisr.metrics.color import diff_to_y
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, upscale
 from moeisr.models.coords import make_coord
-from moeisr.models.moe.routing import knob_for_budget
+from moeisr.models.moe.routing import knob_assign, knob_for_budget
 
 ORACLE_UNIT = 1.0 / 255.0  # the oracle's ε is given in 8-bit levels of the luma difference
 DEFAULT_ORACLE_LEVEL = 1.0  # ε = 1/255: within one grey level of the deepest expert, per pixel
@@ -172,3 +172,22 @@ def sweep_knobs(model, lrs: Sequence[torch.Tensor], sizes: Sequence[tuple[int, i
     budgets = [low + (1.0 - low) * i / (points - 1) for i in range(1, points - 1)]
     knobs = [math.inf] + [_round_sig(knob_for_budget(logits, costs, b)) for b in budgets] + [-math.inf]
     return sorted(dict.fromkeys(knobs), reverse=True)
+
+
+def matched_knob(
+    row_model, reference_model, lrs: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]
+) -> tuple[float, float, float]:
+    """The reference's routing knob whose decoder cost matches the row's default routing, on the pooled calibration
+    logits of (lrs, sizes). Returns (knob rounded to KNOB_DIGITS, the row's cost, the reference's default cost), the
+    costs as mean c_j / c_max. Both models keep the backbone's MLP as their deepest expert, so equal relative costs
+    are equal decoder FLOPs."""
+
+    def argmax_cost(model) -> tuple[torch.Tensor, torch.Tensor, float]:
+        costs = model.experts.relative_costs().to(torch.float64)
+        logits = calibration_logits(model, lrs, sizes)
+        return logits, costs, float(costs[knob_assign(logits, costs, model.routing_knob)].mean())
+
+    _, _, row_cost = argmax_cost(row_model)
+    logits, costs, reference_cost = argmax_cost(reference_model)
+    target = max(row_cost, float(costs.min()))  # a row cheaper than the reference's cheapest: all cheapest
+    return _round_sig(knob_for_budget(logits, costs, target)), row_cost, reference_cost

@@ -34,7 +34,7 @@ import pandas as pd
 
 from moeisr.ablations import analysis, figures, text
 from moeisr.ablations.evaluation import evaluate_reference_routers, reference_labels
-from moeisr.ablations.routers import sweep_knobs
+from moeisr.ablations.routers import matched_knob, sweep_knobs
 from moeisr.ablations.spec import (
     SUITE_FILE,
     ProfileSpec,
@@ -69,6 +69,11 @@ DECODE_MP_PER_S = 0.07  # output megapixels per second of a full (deepest-expert
 COUNT_MP_PER_S = 0.07  # an fvcore count at all-cheapest costs about one decode
 METRICS_S_PER_MP = 1.5  # PSNR + SSIM + LPIPS(alex) per output megapixel (measured 1.2 on one busy core)
 MEAN_SWEEP_COST = 0.7  # mean relative decoder cost over the sweep's knobs (cheapest ~0.4, deepest 1)
+# A factor row whose default routing's decoder cost differs from its reference's by more than this (in units of the
+# deepest expert's cost) is also compared with the reference re-routed to the row's cost (`matched_knob`), so a
+# factor that only moved the operating point along the reference's cost/quality curve is told apart from one that
+# moved the curve.
+MATCH_MIN_COST = 0.02
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class AblationResult:
     checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
     main_checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
     knobs: dict[str, list[float | None]] = field(default_factory=dict)
+    matched: dict[str, float] = field(default_factory=dict)  # row → its reference's knob at the row's decoder cost
     rows_computed: int = 0
     sweep_computed: int = 0
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -287,6 +293,11 @@ def run_ablations(
         _, result.rows_computed = evaluate(
             list(entries.values()), grid, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit
         )
+        result.matched = _matched_knobs(suite_obj, selected, entries, grid, log)
+        for reference, knobs in _knobs_by_reference(suite_obj, selected, result.matched).items():
+            _, n = evaluate([entries[reference]], Grid(grid.sets, grid.scales, knobs=knobs, limit=grid.limit),
+                            cache_store, device=device, flops_fn=flops, progress=progress, commit=commit)  # fmt: skip
+            result.rows_computed += n
         log(f"[eval] {result.rows_computed} row images computed now (the rest from {main_paths.cache_file})")
         _record(stage_times, "eval", time.monotonic() - started, f"{result.rows_computed} rows computed", commit,
                 result.rows_computed > 0)  # fmt: skip
@@ -326,6 +337,8 @@ def run_ablations(
     # ---- report --------------------------------------------------------------------------------------------------
     if "report" in stages:
         started = time.monotonic()
+        if "eval" not in stages and entries:
+            result.matched = _matched_knobs(suite_obj, selected, entries, grid, log)
         frames = _frames(suite_obj, selected, experiments, result, entries, sweep_entries, grid, spec, cache_store, log)
         result.frames = frames
         result.written = _write_outputs(frames, paths, spec, grid, result, commit, command, main, log)
@@ -406,17 +419,49 @@ def _row_checkpoint(row: Row, experiment, paths: AblationPaths, profile, result,
         return None
 
 
-def _calibrated_knobs(entry: ModelEntry, grid: Grid, points: int) -> list[float]:
-    """`routers.sweep_knobs` on the grid's LR images (every set, image and scale): deterministic per checkpoint."""
+def _grid_inputs(grid: Grid, device) -> tuple[list, list]:
+    """The grid's LR images (1×3×h×w on `device`) and output sizes, every set, image and scale."""
     lrs, sizes = [], []
     for dataset in grid.sets:
         for path in list_images(dataset, limit=grid.limit.get(dataset)):
             hr_full = load_image(path)
             for scale in grid.scales:
                 hr, lr = degrade(hr_full, scale)
-                lrs.append(lr[None].to(next(entry.model.parameters()).device))
+                lrs.append(lr[None].to(device))
                 sizes.append(tuple(hr.shape[-2:]))
+    return lrs, sizes
+
+
+def _calibrated_knobs(entry: ModelEntry, grid: Grid, points: int) -> list[float]:
+    """`routers.sweep_knobs` on the grid's LR images (every set, image and scale): deterministic per checkpoint."""
+    lrs, sizes = _grid_inputs(grid, next(entry.model.parameters()).device)
     return sweep_knobs(entry.model, lrs, sizes, points)
+
+
+def _matched_knobs(suite: Suite, selected, entries: dict, grid: Grid, log) -> dict[str, float]:
+    """Row → its reference's knob at the row's decoder cost, for the factor rows whose default routing's cost
+    differs from the reference's by more than MATCH_MIN_COST (calibrated on the grid's LR images)."""
+    pairs = [(r.name, suite.reference_of(r).name) for r in selected if r.factor and r.name in entries]
+    pairs = [(row, ref) for row, ref in pairs if ref in entries]
+    if not pairs:
+        return {}
+    lrs, sizes = _grid_inputs(grid, next(entries[pairs[0][0]].model.parameters()).device)
+    matched = {}
+    for row, ref in pairs:
+        knob, row_cost, ref_cost = matched_knob(entries[row].model, entries[ref].model, lrs, sizes)
+        if abs(row_cost - ref_cost) > MATCH_MIN_COST:
+            matched[row] = knob
+            log(f"[eval] {row}: decoder cost {row_cost:.3f} of the deepest vs {ref_cost:.3f} for {ref}; "
+                f"{ref} re-routed to it at knob {knob:g}")  # fmt: skip
+    return matched
+
+
+def _knobs_by_reference(suite: Suite, selected, matched: dict[str, float]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in selected:
+        if r.name in matched:
+            out.setdefault(suite.reference_of(r).name, []).append(matched[r.name])
+    return {ref: sorted(set(knobs)) for ref, knobs in out.items()}
 
 
 # -------------------------------------------------------------------------------------------- frames
@@ -476,7 +521,8 @@ def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries,
         log(f"[report] WARNING: {missing} row images are not evaluated yet; the tables cover the rest")
     if len(rows) and len(meta):
         rows = rows.merge(meta.drop(columns=["costs"]).rename(columns={"row": "model"}), on=["model", "ckpt_hash"])
-    cells = analysis.factor_cells(rows, meta) if len(meta) and len(rows) else pd.DataFrame()
+    matched = _matched_rows(suite, selected, result.matched, entries, grid, cache)
+    cells = analysis.factor_cells(rows, meta, matched) if len(meta) and len(rows) else pd.DataFrame()
     summary = analysis.factor_summary(cells, meta) if len(cells) else pd.DataFrame()
 
     parts = []
@@ -498,6 +544,18 @@ def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries,
     routers = analysis.router_summary(points, spec.sweep.oracle_levels) if len(points) else pd.DataFrame()
     return {"rows": rows, "factor_cells": cells, "factors": summary, "sweep": sweep, "sweep_points": points,
             "routers": routers}  # fmt: skip
+
+
+def _matched_rows(suite: Suite, selected, matched: dict[str, float], entries, grid: Grid, cache) -> pd.DataFrame:
+    """The cached per-image rows of each reference re-routed to a factor row's cost; `row` names that factor row."""
+    parts = []
+    for r in selected:
+        if r.name in matched:
+            reference = entries[suite.reference_of(r).name]
+            frame = _cached(cache, _keys(reference, grid, [matched[r.name]]))
+            if len(frame):
+                parts.append(frame.assign(row=r.name))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _factors_of(suite: Suite, base: str) -> list:

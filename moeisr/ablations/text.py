@@ -99,11 +99,19 @@ def factors_table(summary: pd.DataFrame) -> str:
                 "ΔPSNR vs ref (dB), mean [min, max]": "–" if is_ref else _range(r, "d_psnr", 3),
                 "GFLOPs": _fmt(r["gflops"], 3),
                 "ΔGFLOPs vs ref (%), mean [min, max]": "–" if is_ref else _range(r, "d_gflops_pct", 1),
+                "ΔPSNR vs ref re-routed to the row's cost (dB), mean [min, max]": _matched(r),
                 "decoder cost (% of deepest)": _fmt(100 * r["rel_cost"], 1),
                 "pixels on deepest (%)": _fmt(100 * r["deepest_share"], 1),
             }
         )
     return _markdown(rows)
+
+
+def _matched(r) -> str:
+    """'+0.012 [-0.003, +0.020] (ΔGFLOPs +0.4%)' for a row compared at matched cost, else '–'."""
+    if r.get("d_psnr_matched") is None or r["d_psnr_matched"] != r["d_psnr_matched"]:
+        return "–"
+    return f"{_range(r, 'd_psnr_matched', 3)} (ΔGFLOPs {_fmt(r['d_gflops_pct_matched'], 1, True)}%)"
 
 
 def cells_table(cells: pd.DataFrame, sizes: Mapping[str, int] | None) -> str:
@@ -116,6 +124,7 @@ def cells_table(cells: pd.DataFrame, sizes: Mapping[str, int] | None) -> str:
             "ΔPSNR vs ref (dB)": _fmt(c["d_psnr"], 3, True),
             "GFLOPs": _fmt(c["gflops"], 3),
             "ΔGFLOPs vs ref (%)": _fmt(c["d_gflops_pct"], 1, True),
+            "ΔPSNR vs ref re-routed to the row's cost (dB)": _fmt(c.get("d_psnr_matched"), 3, True),
             "decoder cost (% of deepest)": _fmt(100 * c["rel_cost"], 1),
             "pixels on deepest (%)": _fmt(100 * c["deepest_share"], 1),
         }
@@ -220,6 +229,7 @@ def factor_reading(summary: pd.DataFrame) -> list[str]:
             label = rows["factor_label"].iloc[0]
             items = "; ".join(
                 f"{r['value']} instead of {r['reference_value']} {_change(r)}: {_direction(r, floor_db, floor_pct)}"
+                + _at_matched_cost(r, floor_db)
                 for _, r in rows.iterrows()
             )
             sentences.append(f"{label[0].upper()}{label[1:]}: {items}.")
@@ -259,6 +269,18 @@ def _direction(r, floor_db: float, floor_pct: float) -> str:
         return 0 if abs(value) <= floor else (1 if value > 0 else -1)
 
     return DIRECTIONS[sign(r["d_psnr"], floor_db), sign(r["d_gflops_pct"], floor_pct)]
+
+
+def _at_matched_cost(r, floor_db: float) -> str:
+    """The clause on a row compared with its reference re-routed to the row's decoder cost ('' if it was not)."""
+    d = r.get("d_psnr_matched")
+    if d is None or d != d:
+        return ""
+    verdict = "within the floor" if abs(d) <= floor_db else ("better" if d > 0 else "worse")
+    return (
+        f"; against the reference re-routed to the row's decoder cost (GFLOPs {r['d_gflops_pct_matched']:+.1f}%) "
+        f"it is {d:+.3f} dB (per cell {r['d_psnr_matched_min']:+.3f} to {r['d_psnr_matched_max']:+.3f}), {verdict}"
+    )
 
 
 def _ranking(effects: list, floor_db: float, floor_pct: float, measured_noise: bool) -> list[str]:
