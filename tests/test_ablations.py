@@ -123,6 +123,10 @@ def test_report_section_is_spliced_and_generated_from_the_csvs(workspace):
     assert report.startswith("# moeisr reproduction report\n\nmain body")
     assert report.count(ABLATION_MARKERS[0]) == 1 and "## Ablations" in report
     assert "Mapper depth (conv layers): 1 instead of 3 changed PSNR by" in report
+    assert "### Budget and grid" in report  # the shortened budget is stated in the report, not only in the tables
+    assert (
+        "**Shortened budget, the same for every row**: each row, its reference included, fine-tunes 2 steps" in report
+    )
     assert "![Routing sweep: moeisr-liif](figures/ablations_sweep_liif.png)" in report
     assert ablation_section(results) in report
     # the reading is computed: change the numbers, the sentence follows

@@ -399,7 +399,8 @@ def ablations_markdown(
 ) -> str:
     """The text of tables/ablations.md: provenance, budget, the factor tables, the sweep and the routers."""
     level = default_oracle(levels)
-    lines = ["# Ablations", "", header, *budget_lines(summary, main_steps), "", grid_line, "", f"_{FLOPS_NOTE}._", ""]
+    lines = ["# Ablations", "", header, "", "## Budget and grid", "", *budget_lines(summary, main_steps), ""]
+    lines += [grid_line, "", f"_{FLOPS_NOTE}._", ""]
     lines += [
         "## Factors",
         "",
