@@ -169,6 +169,8 @@ def estimate(
     )
     architectures = len({json.dumps(_architecture(experiments[r.name]), sort_keys=True) for r in rows})
     eval_rows = len(rows) * mp * (1 / DECODE_MP_PER_S + METRICS_S_PER_MP) + architectures * mp / COUNT_MP_PER_S
+    # at most one re-routed reference per factor row (`_matched_knobs`), at about a sweep knob's cost
+    eval_rows += sum(1 for r in rows if r.factor) * mp * (MEAN_SWEEP_COST / DECODE_MP_PER_S + METRICS_S_PER_MP)
     models = len(profile.sweep.models)
     knobs = profile.sweep.points + 1
     references = len(profile.sweep.oracle_levels) + (profile.sweep.points - 1) * len(profile.sweep.random_seeds)
