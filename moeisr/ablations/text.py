@@ -233,9 +233,7 @@ def factor_reading(summary: pd.DataFrame) -> list[str]:
                 for _, r in rows.iterrows()
             )
             sentences.append(f"{label[0].upper()}{label[1:]}: {items}.")
-            top = rows.loc[rows["d_psnr"].abs().idxmax()]
-            topf = rows.loc[rows["d_gflops_pct"].abs().idxmax()]
-            effects.append((label, top, topf))
+            effects.append((label, rows))
         if effects:
             sentences += _ranking(effects, floor_db, floor_pct, bool(len(noise)))
         paragraphs.append(" ".join(sentences))
@@ -283,29 +281,42 @@ def _at_matched_cost(r, floor_db: float) -> str:
     )
 
 
+def _quality_effect(r) -> tuple[float, str]:
+    """A row's PSNR effect at equal decoder cost when it was measured there (else its plain ΔPSNR), and a note."""
+    matched = r.get("d_psnr_matched")
+    if matched is not None and matched == matched:
+        return float(matched), "at equal cost"
+    return float(r["d_psnr"]), "at its own cost"
+
+
 def _ranking(effects: list, floor_db: float, floor_pct: float, measured_noise: bool) -> list[str]:
-    """Sentences ranking the factors by their largest effects and naming those above the floors."""
-    by_psnr = sorted(effects, key=lambda e: -abs(e[1]["d_psnr"]))
-    by_flops = sorted(effects, key=lambda e: -abs(e[2]["d_gflops_pct"]))
+    """Sentences ranking the factors by their largest effects, then sorting them into: changed the quality at equal
+    decoder cost, only moved the operating point (cost beyond the floor, quality at equal cost within it), neither."""
+    summary = []
+    for label, rows in effects:
+        quality = max((r for _, r in rows.iterrows()), key=lambda r: abs(_quality_effect(r)[0]))
+        cost = rows.loc[rows["d_gflops_pct"].abs().idxmax()]
+        summary.append((label, quality, _quality_effect(quality), cost))
+    by_psnr = sorted(summary, key=lambda e: -abs(e[2][0]))
+    by_flops = sorted(summary, key=lambda e: -abs(e[3]["d_gflops_pct"]))
     ranked = (
-        "Ranked by their largest PSNR effect: "
-        + ", ".join(f"{label} ({top['value']}: {top['d_psnr']:+.3f} dB)" for label, top, _ in by_psnr)
-        + "; by their largest FLOPs effect: "
-        + ", ".join(f"{label} ({topf['value']}: {topf['d_gflops_pct']:+.1f}%)" for label, _, topf in by_flops)
+        "Ranked by their largest PSNR effect (at equal decoder cost where measured): "
+        + ", ".join(f"{label} ({q['value']}: {d:+.3f} dB {where})" for label, q, (d, where), _ in by_psnr)
+        + "; by their largest FLOPs effect (at their own routing): "
+        + ", ".join(f"{label} ({c['value']}: {c['d_gflops_pct']:+.1f}%)" for label, _, _, c in by_flops)
         + "."
     )
-    mattered = [
-        label for label, top, topf in effects if abs(top["d_psnr"]) > floor_db or abs(topf["d_gflops_pct"]) > floor_pct
-    ]
-    quiet = [label for label, _, _ in effects if label not in mattered]
+    quality = [label for label, _, (d, _), _ in by_psnr if abs(d) > floor_db]
+    moved = [label for label, _, _, c in by_flops if label not in quality and abs(c["d_gflops_pct"]) > floor_pct]
+    quiet = [label for label, _, _, _ in summary if label not in quality and label not in moved]
     rule = f"our thresholds of {NOTABLE_DB} dB and {NOTABLE_PCT:g}%"
     if measured_noise:
         rule += " and the seed-to-seed difference"
+    why = " (the reference's routing knob reaches the same cost at a PSNR within the floor)" if moved else ""
     verdict = (
-        f"Counting a factor as having mattered when some value moved the mean PSNR by more than {floor_db:.3f} dB or "
-        f"the GFLOPs by more than {floor_pct:.1f}% (the larger of {rule}), "
-        + (f"the factors that mattered: {', '.join(mattered)}" if mattered else "no factor mattered")
-        + (f"; within the floor everywhere: {', '.join(quiet)}." if quiet else ".")
+        f"With a floor of {floor_db:.3f} dB and {floor_pct:.1f}% GFLOPs (the larger of {rule}), the factors that "
+        f"changed the quality (at equal cost where measured): {', '.join(quality) or 'none'}; that moved only the "
+        f"operating point{why}: {', '.join(moved) or 'none'}" + (f"; neither: {', '.join(quiet)}." if quiet else ".")
     )
     return [ranked, verdict]
 
