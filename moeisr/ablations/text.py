@@ -66,7 +66,8 @@ def budget_lines(summary: pd.DataFrame, main_steps: Mapping[str, int]) -> list[s
         text = (
             f"**Shortened budget, the same for every row**: each row, its reference included, fine-tunes {steps[0]} "
             f"steps from the trained backbone the main job uses (the main models: {main} steps). Compare a row with "
-            "its reference, not with the main MoEISR models. One training seed per row."
+            "its reference, not with the main MoEISR models. One training seed per row; rows of factor "
+            f"`{NOISE_FACTOR}` retrain a reference with another seed to measure the run-to-run noise."
         )
     else:
         text = (
