@@ -174,6 +174,22 @@ def sweep_knobs(model, lrs: Sequence[torch.Tensor], sizes: Sequence[tuple[int, i
     return sorted(dict.fromkeys(knobs), reverse=True)
 
 
+def default_routing_cost(
+    model, lrs: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(pooled calibration logits N×J, relative expert costs (J,) float64, mean c_j / c_max of the model's default
+    routing on them), for `knob_at_cost` and `matched_knob`."""
+    costs = model.experts.relative_costs().to(torch.float64)
+    logits = calibration_logits(model, lrs, sizes)
+    return logits, costs, float(costs[knob_assign(logits, costs, model.routing_knob)].mean())
+
+
+def knob_at_cost(logits: torch.Tensor, costs: torch.Tensor, target: float) -> float:
+    """The knob (rounded to KNOB_DIGITS) routing `logits` at mean relative cost `target`; a target below the
+    cheapest expert's cost gives all cheapest."""
+    return _round_sig(knob_for_budget(logits, costs, max(target, float(costs.min()))))
+
+
 def matched_knob(
     row_model, reference_model, lrs: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]
 ) -> tuple[float, float, float]:
@@ -181,13 +197,6 @@ def matched_knob(
     logits of (lrs, sizes). Returns (knob rounded to KNOB_DIGITS, the row's cost, the reference's default cost), the
     costs as mean c_j / c_max. Both models keep the backbone's MLP as their deepest expert, so equal relative costs
     are equal decoder FLOPs."""
-
-    def argmax_cost(model) -> tuple[torch.Tensor, torch.Tensor, float]:
-        costs = model.experts.relative_costs().to(torch.float64)
-        logits = calibration_logits(model, lrs, sizes)
-        return logits, costs, float(costs[knob_assign(logits, costs, model.routing_knob)].mean())
-
-    _, _, row_cost = argmax_cost(row_model)
-    logits, costs, reference_cost = argmax_cost(reference_model)
-    target = max(row_cost, float(costs.min()))  # a row cheaper than the reference's cheapest: all cheapest
-    return _round_sig(knob_for_budget(logits, costs, target)), row_cost, reference_cost
+    row_cost = default_routing_cost(row_model, lrs, sizes)[2]
+    logits, costs, reference_cost = default_routing_cost(reference_model, lrs, sizes)
+    return knob_at_cost(logits, costs, row_cost), row_cost, reference_cost

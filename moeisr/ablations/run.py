@@ -34,7 +34,7 @@ import pandas as pd
 
 from moeisr.ablations import analysis, figures, text
 from moeisr.ablations.evaluation import evaluate_reference_routers, reference_labels
-from moeisr.ablations.routers import matched_knob, sweep_knobs
+from moeisr.ablations.routers import default_routing_cost, knob_at_cost, sweep_knobs
 from moeisr.ablations.spec import (
     SUITE_FILE,
     ProfileSpec,
@@ -448,11 +448,16 @@ def _matched_knobs(suite: Suite, selected, entries: dict, grid: Grid, log) -> di
     if not pairs:
         return {}
     lrs, sizes = _grid_inputs(grid, next(entries[pairs[0][0]].model.parameters()).device)
+    # each reference's calibration once, however many rows it stands beside (`routers.matched_knob`, unrolled)
+    references = {
+        ref: default_routing_cost(entries[ref].model, lrs, sizes) for ref in dict.fromkeys(r for _, r in pairs)
+    }
     matched = {}
     for row, ref in pairs:
-        knob, row_cost, ref_cost = matched_knob(entries[row].model, entries[ref].model, lrs, sizes)
+        row_cost = default_routing_cost(entries[row].model, lrs, sizes)[2]
+        logits, costs, ref_cost = references[ref]
         if abs(row_cost - ref_cost) > MATCH_MIN_COST:
-            matched[row] = knob
+            knob = matched[row] = knob_at_cost(logits, costs, row_cost)
             log(f"[eval] {row}: decoder cost {row_cost:.3f} of the deepest vs {ref_cost:.3f} for {ref}; "
                 f"{ref} re-routed to it at knob {knob:g}")  # fmt: skip
     return matched

@@ -108,9 +108,15 @@ def factors_table(summary: pd.DataFrame) -> str:
     return _markdown(rows)
 
 
+def _matched_psnr(r) -> float | None:
+    """A summary row's mean ΔPSNR against its reference re-routed to its cost, None if not compared (or old CSV)."""
+    d = r.get("d_psnr_matched")
+    return None if d is None or d != d else float(d)
+
+
 def _matched(r) -> str:
     """'+0.012 [-0.003, +0.020] (ΔGFLOPs +0.4%)' for a row compared at matched cost, else '–'."""
-    if r.get("d_psnr_matched") is None or r["d_psnr_matched"] != r["d_psnr_matched"]:
+    if _matched_psnr(r) is None:
         return "–"
     return f"{_range(r, 'd_psnr_matched', 3)} (ΔGFLOPs {_fmt(r['d_gflops_pct_matched'], 1, True)}%)"
 
@@ -272,8 +278,8 @@ def _direction(r, floor_db: float, floor_pct: float) -> str:
 
 def _at_matched_cost(r, floor_db: float) -> str:
     """The clause on a row compared with its reference re-routed to the row's decoder cost ('' if it was not)."""
-    d = r.get("d_psnr_matched")
-    if d is None or d != d:
+    d = _matched_psnr(r)
+    if d is None:
         return ""
     verdict = "within the floor" if abs(d) <= floor_db else ("better" if d > 0 else "worse")
     return (
@@ -284,9 +290,9 @@ def _at_matched_cost(r, floor_db: float) -> str:
 
 def _quality_effect(r) -> tuple[float, str]:
     """A row's PSNR effect at equal decoder cost when it was measured there (else its plain ΔPSNR), and a note."""
-    matched = r.get("d_psnr_matched")
-    if matched is not None and matched == matched:
-        return float(matched), "at equal cost"
+    matched = _matched_psnr(r)
+    if matched is not None:
+        return matched, "at equal cost"
     return float(r["d_psnr"]), "at its own cost"
 
 
