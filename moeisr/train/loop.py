@@ -131,6 +131,23 @@ def _spec_mismatch(a: dict, b: dict) -> str | None:
     )
 
 
+def converged(history: list[tuple[int, float]], step: int, window: int, min_gain_db: float) -> str | None:
+    """The convergence verdict at `step`: a reason string when the best validation PSNR up to `step` gained
+    less than `min_gain_db` per 1000 steps over the best up to `step - window`, else None.
+
+    history: (step, PSNR dB) pairs, including one at or before `step - window` (the starting weights).
+    """
+    before = [v for s, v in history if s <= step - window]
+    now = [v for s, v in history if s <= step]
+    if not before or not now:
+        return None
+    gain = max(now) - max(before)
+    per_1000 = gain * 1000 / window
+    if per_1000 < min_gain_db:
+        return f"best validation {max(now):.3f} dB gained {per_1000:+.3f} dB per 1000 steps (< {min_gain_db:g})"
+    return None
+
+
 def initialise_from_parent(model: nn.Module, checkpoint: Path) -> None:
     """Start `model` from a trained checkpoint: MoEISR via `init_from_backbone`, others by loading its weights.
 
@@ -288,6 +305,8 @@ class _Run:
     def __init__(self, experiment: Experiment, run_dir: Path, ctx: D.DistContext, progress: bool):
         self.experiment, self.run_dir, self.ctx, self.progress = experiment, run_dir, ctx, progress
         self.parent_checkpoint: Path | None = None
+        self.val_history: list[tuple[int, float]] = []  # (step, validation PSNR), for the convergence stop
+        self.stopped_early: str | None = None
         self.elapsed_before = 0.0
         self.started = time.monotonic()
         self.commit = current_commit()
@@ -337,6 +356,7 @@ class _Run:
             parent = state.get("parent_checkpoint")
             self.parent_checkpoint = Path(parent) if parent else None
             self.elapsed_before = float(state.get("elapsed", 0.0))
+            self.val_history = [tuple(x) for x in state.get("val_history", [])]
         elif self.parent_checkpoint is not None:
             initialise_from_parent(model, self.parent_checkpoint)
         self.model = model.to(ctx.device)
@@ -359,7 +379,8 @@ class _Run:
             objective = nn.parallel.DistributedDataParallel(objective, device_ids=ids)
         validator = None
         if ctx.is_main and exp.data.val_set is not None:
-            validator = Validator(exp.data.val_set, exp.data.val_scale, exp.data.val_limit)
+            d = exp.data
+            validator = Validator(d.val_set, d.validation_scales(), d.val_limit, crop=d.val_crop)
         log = MetricsLog(self.run_dir, resume_step=start if state is not None else None) if ctx.is_main else None
         try:
             if state is None and ctx.is_main:
@@ -410,6 +431,11 @@ class _Run:
             dynamic_ncols=True,
         )
         step = start
+        stop_rule = t.stop_gain_db is not None and validator is not None
+        if stop_rule and not self.val_history:  # the starting weights: the first check's reference
+            self.val_history.append((start, validator(self.model, ctx.device)))
+            if log is not None:
+                log.write(start, val_psnr=self.val_history[-1][1], seconds=self.elapsed())
         with bar:
             for batch in loader:
                 batch = _to(batch, ctx.device)
@@ -440,8 +466,12 @@ class _Run:
                     row.update(loss=means[0], l1=means[1], balance=means[2], lr=lr)
                     totals.zero_()
                     count = 0
-                if validator is not None and (step % t.val_every == 0 or step == max_steps):
+                check = stop_rule and (step - exp.optim.warmup_steps) % t.stop_check_every == 0
+                if validator is not None and (step % t.val_every == 0 or step == max_steps or check):
                     row["val_psnr"] = validator(self.model, ctx.device)
+                    self.val_history.append((step, row["val_psnr"]))
+                    if check and step > exp.optim.warmup_steps:
+                        self.stopped_early = converged(self.val_history, step, t.stop_check_every, t.stop_gain_db)
                 if row and log is not None:
                     row["seconds"] = self.elapsed()
                     log.write(step, **row)
@@ -453,6 +483,11 @@ class _Run:
                     D.barrier(ctx)
                 if stopping:
                     raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, self.run_dir / LAST)
+                if self.stopped_early is not None:
+                    bar.write(f"train {exp.name}: converged at step {step}: {self.stopped_early}")
+                    return self._finish(step)
+                if step >= max_steps:
+                    break
         if step != max_steps:
             raise RuntimeError(f"the data loader ended at step {step}, before optim.max_steps={max_steps}")
         return self._finish(step)
@@ -463,7 +498,8 @@ class _Run:
         final = self.run_dir / FINAL
         if ctx.is_main:
             self.save(self.run_dir / LAST, step)
-            self.save(final, step, extra_meta={"final": True, "replica_digests": digests})
+            extra = {"final": True, "replica_digests": digests, "stopped_early": self.stopped_early}
+            self.save(final, step, extra_meta=extra)
         D.barrier(ctx)
         if digests is not None and len(set(digests)) > 1:
             raise RuntimeError(f"DDP replicas hold different weights after training: {digests}")
@@ -489,6 +525,7 @@ class _Run:
             "world_size": self.ctx.world_size,
             "elapsed": self.elapsed(),
             "parent_checkpoint": str(self.parent_checkpoint) if self.parent_checkpoint else None,
+            "val_history": [list(x) for x in self.val_history],
         }
         meta = {
             **exp.metadata(),

@@ -7,7 +7,9 @@ the step (the scheduler state in a checkpoint is only a record of it):
 - `constant`: lr;
 - `step`: lr * gamma ** (number of milestones <= step); milestones count from step 0, warm-up included;
 - `cosine`: min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2 with t = (step - warmup) / (max_steps - warmup),
-  so the rate reaches min_lr at max_steps.
+  so the rate reaches min_lr at max_steps;
+- `cosine_restarts`: the same cosine with t = ((step - warmup) mod cycle_steps) / cycle_steps, so the
+  rate falls to min_lr over each cycle and restarts at lr (SGDR without cycle growth).
 
 `step` is the number of optimiser steps already taken (0 for the first).
 """
@@ -33,6 +35,9 @@ def lr_at(optim: OptimSpec, step: int) -> float:
         return base * schedule.gamma ** bisect.bisect_right(schedule.milestones, step)
     if schedule.name == "cosine":
         t = min(max((step - warmup) / max(optim.max_steps - warmup, 1), 0.0), 1.0)
+        return schedule.min_lr + (base - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule.name == "cosine_restarts":
+        t = ((step - warmup) % schedule.cycle_steps) / schedule.cycle_steps
         return schedule.min_lr + (base - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
     raise ValueError(f"unknown schedule {schedule.name!r}")
 
