@@ -15,7 +15,7 @@ from moeisr import __version__
 from moeisr.errors import UserError
 from moeisr.io import environment_error_message
 
-COMMANDS = ("data", "sr", "eval", "flops", "train", "report", "reproduce", "ablations")
+COMMANDS = ("data", "sr", "eval", "flops", "train", "report", "reproduce", "ablations", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

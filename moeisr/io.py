@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import tempfile
@@ -57,6 +58,15 @@ def environment_error_message(exc: BaseException) -> str | None:
         return str(user_error_for(exc))
     where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
     return f"{where}{exc.strerror or exc} (check the permissions, or choose another path)"
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """First 12 hex digits of the sha256 of a file's bytes (OSError as raised by open)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
 
 
 def check_writable(path: str | os.PathLike) -> None:

@@ -30,9 +30,12 @@ def row(i: int, ckpt: str = "abc123def456", shares: list[float] | None = None, *
         "ckpt_hash": ckpt,
         "dataset": "Set5",
         "image": f"img_{i:04d}",
+        "image_hash": f"h{i:011d}",
         "scale": 4,
         "knob": None,
+        "protocol": "benchmark",
         "protocol_version": 1,
+        "precision": "fp32",
         "psnr": i / 10,
         "ssim": 0.9,
         "lpips": float("nan"),
@@ -51,13 +54,13 @@ def test_append_has_missing_and_load(tmp_path):
     cache = ResultsCache(tmp_path / "results" / "cache.jsonl")
     assert cache.load().empty and list(cache.load().columns[: len(REQUIRED_COLUMNS)]) == list(REQUIRED_COLUMNS)
     assert cache.append([row(0), row(1, ckpt="moe000000001", shares=[np.float32(0.25), 0.75], knob=0.5)]) == 2
-    assert cache.has(make_key("abc123def456", "Set5", "img_0000", 4.0))  # 4 and 4.0 are one scale
-    assert cache.has(("moe000000001", "Set5", "img_0001", 4, "0.5", 1))  # knob 0.5 and '0.5' too
-    assert not cache.has(make_key("abc123def456", "Set5", "img_0000", 4.0, protocol_version=2))
+    assert cache.has(make_key("abc123def456", "set5", "img_0000", "h00000000000", 4.0))  # 4 and 4.0; set5 = Set5
+    assert cache.has(("moe000000001", "Set5", "img_0001", "h00000000001", 4, "0.5", "benchmark", 1, "fp32"))
+    assert not cache.has(make_key("abc123def456", "Set5", "img_0000", "h00000000000", 4.0, protocol_version=2))
     wanted = [row(0), row(2), row(2), row(3)]
     assert cache.missing(wanted) == [
-        CacheKey("abc123def456", "Set5", "img_0002", 4.0, "none", 1),
-        CacheKey("abc123def456", "Set5", "img_0003", 4.0, "none", 1),
+        CacheKey("abc123def456", "Set5", "img_0002", "h00000000002", 4.0, "none", "benchmark", 1, "fp32"),
+        CacheKey("abc123def456", "Set5", "img_0003", "h00000000003", 4.0, "none", "benchmark", 1, "fp32"),
     ]
 
     frame = cache.load()
@@ -83,7 +86,7 @@ def test_re_appending_keys_keeps_one_row_per_key_the_last_one(tmp_path):
     assert cache.compact() == 5
     assert len((tmp_path / "cache.jsonl").read_bytes().splitlines()) == 5
     assert cache.load().equals(frame)
-    assert cache.keys() == {make_key("abc123def456", "Set5", f"img_{i:04d}", 4) for i in range(5)}
+    assert cache.keys() == {make_key("abc123def456", "Set5", f"img_{i:04d}", f"h{i:011d}", 4) for i in range(5)}
 
 
 def test_a_truncated_last_line_is_ignored_then_cut_before_the_next_append(tmp_path):
@@ -97,7 +100,7 @@ def test_a_truncated_last_line_is_ignored_then_cut_before_the_next_append(tmp_pa
     cache.append([row(3)])
     lines = path.read_bytes().splitlines()
     assert [json.loads(line)["image"] for line in lines] == ["img_0000", "img_0001", "img_0003"]
-    assert cache.keys() == {make_key("abc123def456", "Set5", f"img_{i:04d}", 4) for i in (0, 1, 3)}
+    assert cache.keys() == {make_key("abc123def456", "Set5", f"img_{i:04d}", f"h{i:011d}", 4) for i in (0, 1, 3)}
 
 
 def test_export_to_csv(tmp_path):
@@ -139,12 +142,13 @@ APPENDER = textwrap.dedent(
     from moeisr.evaluate.cache import ResultsCache
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache = ResultsCache(path)
-    grid = [(tag, "Set5", f"img_{i:04d}", 4.0, None, 1) for i in range(n)]
+    grid = [(tag, "Set5", f"img_{i:04d}", "h", 4.0, None, "benchmark", 1, "fp32") for i in range(n)]
     for key in cache.missing(grid):
         i = int(key.image[4:])
         cache.append([{
             "model": "liif", "run_id": tag, "ckpt_hash": tag, "dataset": "Set5", "image": key.image,
-            "scale": 4.0, "knob": None, "protocol_version": 1, "psnr": i / 10, "ssim": 0.5, "lpips": 0.1,
+            "image_hash": "h", "scale": 4.0, "knob": None, "protocol": "benchmark", "protocol_version": 1,
+            "precision": "fp32", "psnr": i / 10, "ssim": 0.5, "lpips": 0.1,
             "gflops": 1.0, "seconds": 0.01, "commit": "c", "profile": "smoke", "pad": tag * 4096,
         }])
     """

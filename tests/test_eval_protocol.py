@@ -37,6 +37,6 @@ def test_an_lte_row_beyond_x4_is_decoded_with_the_x4_cell():
     assert (clamped - true_cell).abs().max() > 1e-4  # the clamp changes this model's output at x6
 
     entry = ModelEntry("lte", lte, "h", cell_clamp=protocol_cell_clamp(lte))
-    row = evaluate_one(entry, "Set5", "x", hr_full, 6, None)
+    row = evaluate_one(entry, "Set5", "x", hr_full, 6, None, image_hash="x")
     assert row["psnr"] == float(psnr(clamped, hr[None], 6)[0])
     assert row["psnr"] != float(psnr(true_cell, hr[None], 6)[0])

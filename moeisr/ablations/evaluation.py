@@ -32,8 +32,8 @@ from moeisr.ablations.routers import (
 from moeisr.data.benchmark import list_images
 from moeisr.data.degrade import degrade
 from moeisr.data.images import load_image
-from moeisr.evaluate.cache import ResultsCache, knob_label, make_key
-from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, evaluate_one
+from moeisr.evaluate.cache import ResultsCache, knob_label
+from moeisr.evaluate.runner import Grid, ModelEntry, evaluate_one, item_key
 from moeisr.flops.per_image import ArchitectureFlops
 
 
@@ -90,14 +90,14 @@ def evaluate_reference_routers(
         for dataset in grid.sets:
             for path in images[dataset]:
                 for scale in grid.scales:
-                    keys = [make_key(entry.ckpt_hash, dataset, path.stem, scale, x, PROTOCOL_VERSION) for x in labels]
-                    missing = set(cache.missing(keys))
+                    keys = [item_key((entry, dataset, path, scale, x), grid) for x in labels]
+                    missing = set(cache.missing(keys, ("psnr", "ssim", "gflops", *(("lpips",) if lpips_model else ()))))
                     todo = [lab for lab, key in zip(labels, keys, strict=True) if key in missing]
                     if todo:
-                        work.append((entry, dataset, path, float(scale), todo))
+                        work.append((entry, dataset, path, float(scale), todo, keys[0].image_hash))
     written = 0
     bar = tqdm(work, desc="oracle/random", unit="img", disable=not progress)
-    for entry, dataset, path, scale, todo in bar:
+    for entry, dataset, path, scale, todo, hr_hash in bar:
         bar.set_postfix_str(f"{entry.name} {dataset}/{path.stem} x{scale:g}")
         hr_full = load_image(path)
         hr, lr = degrade(hr_full, scale)
@@ -121,6 +121,8 @@ def evaluate_reference_routers(
                 device=device,
                 lpips_model=lpips_model,
                 flops_fn=lambda m, x, s, k: flops.routed(m.inner, tuple(x.shape[-2:]), s, m.assign),
+                image_hash=hr_hash,
+                precision=grid.precision,
             )
             row.update(seconds=math.nan, commit=commit)
             rows.append(row)

@@ -51,8 +51,8 @@ from moeisr.data.benchmark import list_images
 from moeisr.data.degrade import degrade
 from moeisr.data.images import image_size, load_image
 from moeisr.errors import UserError
-from moeisr.evaluate.cache import KEY_COLUMNS, ResultsCache, make_key
-from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, checkpoint_entry, evaluate
+from moeisr.evaluate.cache import ResultsCache
+from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
@@ -475,22 +475,11 @@ def _knobs_by_reference(suite: Suite, selected, matched: dict[str, float]) -> di
 
 
 def _cached(cache: ResultsCache, keys: Sequence) -> pd.DataFrame:
-    frame = cache.load()
-    if frame.empty:
-        return frame
-    wanted = {make_key(*k) for k in keys}
-    mask = [make_key(*k) in wanted for k in zip(*(frame[c] for c in KEY_COLUMNS), strict=True)]
-    return frame[mask].reset_index(drop=True)
+    return cache.select(keys)
 
 
 def _keys(entry: ModelEntry, grid: Grid, labels: Sequence) -> list:
-    return [
-        make_key(entry.ckpt_hash, dataset, path.stem, float(scale), label, PROTOCOL_VERSION)
-        for dataset in grid.sets
-        for path in list_images(dataset, limit=grid.limit.get(dataset))
-        for scale in grid.scales
-        for label in labels
-    ]
+    return grid_keys([entry], grid, knobs={entry.name: list(labels)})
 
 
 def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries, grid, spec, cache, log) -> dict:

@@ -90,6 +90,19 @@ def add_pipeline_arguments(
     add_overrides_argument(parser, overrides_help)
     parser.add_argument("--retrain", action="store_true", help=retrain_help)
     add_device_progress_arguments(parser)
+    parser.set_defaults(device="auto")
+    for action in parser._actions:
+        if action.dest == "device":
+            action.help = "auto (cuda when a GPU is visible, else cpu), cpu, cuda or cuda:N (default: auto)"
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; any other name unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pipeline_options(args) -> dict:
@@ -100,7 +113,7 @@ def pipeline_options(args) -> dict:
         "results": args.results,
         "runs": args.runs,
         "cache": args.cache,
-        "device": args.device,
+        "device": resolve_device(args.device),
         "overrides": args.overrides,
         "retrain": args.retrain,
         "progress": not args.no_progress,

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from moeisr.evaluate.cache import KEY_COLUMNS, ResultsCache, make_key
+    from moeisr.evaluate.cache import ResultsCache
     from moeisr.evaluate.runner import (
         Grid,
         bicubic_entry,
@@ -88,10 +88,7 @@ def run(args) -> int:
         flops_fn=flops_fn,
         progress=not args.quiet,
     )
-    frame = cache.load()
-    wanted = set(keys)
-    row_keys = zip(*(frame[c] for c in KEY_COLUMNS), strict=True)
-    selected = frame[[make_key(*key) in wanted for key in row_keys]]
+    selected = cache.select(keys)
     atomic_write_text(args.out, selected.to_csv(index=False))
     summary = selected.groupby(["model", "dataset", "scale", "knob"], sort=False)[["psnr", "ssim", "lpips"]].mean()
     print(summary.round(4).to_string())

@@ -41,11 +41,17 @@ def add_parser(subparsers) -> None:
         "lte-equal-budget) and the ones they start from, e.g. one job per model sharing --cache; with --stages "
         "train,eval, then run --stages report once all are done",
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="recompute every row from the checkpoints (into CACHE/full-<commit>.jsonl) instead of reusing the cache "
+        "and recomputing a fixed sample (the default, 'verified' mode)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from moeisr.report.reproduce import reproduce
 
-    reproduce(large_scales=args.large_scales, models=args.models, **pipeline_options(args))
+    reproduce(large_scales=args.large_scales, models=args.models, full=args.full, **pipeline_options(args))
     return 0

@@ -1,18 +1,24 @@
 """The evaluation results cache: tidy rows, one JSON object per line, one row per evaluated image.
 
-A row is keyed by `(ckpt_hash, dataset, image, scale, knob, protocol_version)`: the same checkpoint
-bytes, image, scale and inference knob under the same evaluation protocol give the same numbers, so an
-interrupted or repeated grid run only computes the keys that are `missing`.
+A row is keyed by everything that can change its numbers (`KEY_COLUMNS`): the checkpoint's bytes
+(`ckpt_hash`), the canonical set name, the image's name and the HR file's content (`image_hash`), the
+scale, the inference knob, the metric protocol ("benchmark" or "div2k") and its version, and the numeric
+precision (fp32 or bf16). The metric set is not part of the key: a lookup names the metrics it needs, and a
+row whose requested metric is NaN (written with --no-lpips or --no-flops) counts as missing, so a full row
+serves any request and a partial one is recomputed when a metric it lacks is asked for.
 
 Crash safety: `append` takes an exclusive `FileLock`, writes complete lines with O_APPEND and fsyncs
 them before returning, so rows already appended survive a `kill -9`. The worst a killed writer leaves is
 one truncated last line; readers ignore it and the next `append` (or `compact`) cuts it off before
 writing. Duplicate keys are allowed in the file (a re-run may recompute a row); readers keep the last.
+
+Rows written before `image_hash`, `protocol` and `precision` were key columns (cache format 1) are refused
+with a pointer to `migrate_legacy_rows`, which fills them in (`moeisr cache migrate`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import math
@@ -21,35 +27,50 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from moeisr.data.layout import ALL_SETS, canonical_set_name
 from moeisr.errors import UserError
-from moeisr.io import FileLock, atomic_write_bytes, atomic_write_text, user_error_for, write_all
+from moeisr.io import FileLock, atomic_write_bytes, atomic_write_text, content_hash, user_error_for, write_all
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ("ckpt_hash", "dataset", "image", "scale", "knob", "protocol_version")
+KEY_COLUMNS = (
+    "ckpt_hash",
+    "dataset",
+    "image",
+    "image_hash",
+    "scale",
+    "knob",
+    "protocol",
+    "protocol_version",
+    "precision",
+)
+LEGACY_KEY_COLUMNS = ("ckpt_hash", "dataset", "image", "scale", "knob", "protocol_version")  # cache format 1
+METRIC_COLUMNS = ("psnr", "ssim", "lpips", "gflops")
 REQUIRED_COLUMNS = (
     "model",
     "run_id",
     *KEY_COLUMNS,
-    "psnr",
-    "ssim",
-    "lpips",
-    "gflops",
+    *METRIC_COLUMNS,
     "seconds",
     "commit",
     "profile",
 )
 SHARE_PREFIX = "share_"  # expert shares share_0..share_{J-1}; absent (NaN) for non-MoE models
 BICUBIC_HASH = "bicubic"  # the "checkpoint" of the bicubic baseline
+PROTOCOLS = ("benchmark", "div2k")
+KEY_PRECISIONS = ("fp32", "bf16")
 
 
 class CacheKey(NamedTuple):
     ckpt_hash: str
-    dataset: str
-    image: str
+    dataset: str  # canonical set name (Set5, not set5)
+    image: str  # file stem
+    image_hash: str  # content_hash of the HR file
     scale: float
     knob: str  # knob_label(...) of the inference knob; "none" = the model's default
+    protocol: str  # metric protocol: "benchmark" (Y, shave = scale) or "div2k" (RGB, shave = scale + 6)
     protocol_version: int
+    precision: str  # "fp32" or "bf16"
 
 
 def knob_label(knob: Any) -> str:
@@ -63,18 +84,78 @@ def knob_label(knob: Any) -> str:
     return repr(float(knob))
 
 
+def dataset_label(name: str) -> str:
+    """The canonical spelling of a known set name ('set5' -> 'Set5'); other names unchanged."""
+    try:
+        return canonical_set_name(str(name), ALL_SETS)
+    except UserError:
+        return str(name)
+
+
 def make_key(
-    ckpt_hash: str, dataset: str, image: str, scale: float, knob: Any = None, protocol_version: int = 1
+    ckpt_hash: str,
+    dataset: str,
+    image: str,
+    image_hash: str,
+    scale: float,
+    knob: Any = None,
+    protocol: str = "benchmark",
+    protocol_version: int = 1,
+    precision: str = "fp32",
 ) -> CacheKey:
-    """A normalised key (scale as float, knob as its label) so that 4 and 4.0, or 0.5 and '0.5', match."""
-    return CacheKey(str(ckpt_hash), str(dataset), str(image), float(scale), knob_label(knob), int(protocol_version))
+    """A normalised key: scale as float, knob as its label, the canonical set name, so that 4 and 4.0,
+    0.5 and '0.5', or set5 and Set5 match. ValueError for an unknown protocol or precision."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    if precision not in KEY_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (known: {', '.join(KEY_PRECISIONS)})")
+    return CacheKey(
+        str(ckpt_hash),
+        dataset_label(dataset),
+        str(image),
+        str(image_hash),
+        float(scale),
+        knob_label(knob),
+        str(protocol),
+        int(protocol_version),
+        str(precision),
+    )
 
 
 def key_of(item: CacheKey | Mapping | tuple) -> CacheKey:
-    """The key of a row (a mapping with the key columns) or of a key-like tuple."""
+    """The key of a row (a mapping with the key columns) or of a key-like tuple.
+
+    KeyError naming `LEGACY_FORMAT` for a row of cache format 1 (see `migrate_legacy_rows`).
+    """
     if isinstance(item, Mapping):
-        return make_key(*(item[c] for c in KEY_COLUMNS))
+        if "image_hash" not in item and all(c in item for c in LEGACY_KEY_COLUMNS):
+            raise KeyError(LEGACY_FORMAT)
+        return make_key(**{c: item[c] for c in KEY_COLUMNS})
     return make_key(*item)
+
+
+LEGACY_FORMAT = "cache format 1 (no image_hash, protocol, precision)"
+
+
+def image_hash(path: str | os.PathLike) -> str:
+    """`content_hash` of an HR image file: the cache key's image identity (memoised by path, size and mtime)."""
+    st = os.stat(path)
+    return _image_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _image_hash(path: str, size: int, mtime_ns: int) -> str:
+    return content_hash(path)
+
+
+def metrics_present(row: Mapping) -> frozenset[str]:
+    """The metric columns of `row` that hold a number (not NaN, not missing)."""
+    present = set()
+    for column in METRIC_COLUMNS:
+        value = row.get(column)
+        if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
+            present.add(column)
+    return frozenset(present)
 
 
 def _plain(value: Any) -> Any:
@@ -100,17 +181,26 @@ def _encode(row: Mapping) -> bytes:
 
 def _parse_lines(data: bytes, source: Path) -> list[dict]:
     """Rows of the complete lines in `data`, skipping (with a warning) lines that are not valid rows."""
-    rows, bad = [], 0
+    rows, bad, legacy = [], 0, 0
     for line in data.splitlines():
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             key_of(row)
-        except (ValueError, KeyError, TypeError):
+        except KeyError as exc:
+            legacy += exc.args == (LEGACY_FORMAT,)
+            bad += exc.args != (LEGACY_FORMAT,)
+            continue
+        except (ValueError, TypeError):
             bad += 1
             continue
         rows.append(row)
+    if legacy:
+        raise UserError(
+            f"{source}: {legacy} row(s) of {LEGACY_FORMAT}; migrate them with `moeisr cache migrate {source}` "
+            "(fills in the image hashes from the data root) or move the file away to recompute"
+        )
     if bad:
         log.warning("%s: skipped %d unreadable line(s)", source, bad)
     return rows
@@ -150,7 +240,7 @@ class ResultsCache:
         # Incremental key index: the keys of the complete lines in bytes [0, _offset) of the file
         # whose (device, inode) is _file_id; _tail holds the bytes just before _offset, to notice
         # a file that was replaced by one that happens to reuse the inode number.
-        self._keys: set[CacheKey] = set()
+        self._keys: dict[CacheKey, frozenset[str]] = {}  # key -> the metrics its last row holds
         self._offset = 0
         self._file_id: tuple[int, int] | None = None
         self._tail = b""
@@ -175,16 +265,16 @@ class ResultsCache:
                     f.seek(self._offset - len(self._tail))
                     same_file = f.read(len(self._tail)) == self._tail
                 if not same_file:
-                    self._keys, self._offset, self._tail = set(), 0, b""
+                    self._keys, self._offset, self._tail = {}, 0, b""
                 f.seek(self._offset)
                 new = _complete_part(f.read())
         except FileNotFoundError:
-            self._keys, self._offset, self._file_id, self._tail = set(), 0, None, b""
+            self._keys, self._offset, self._file_id, self._tail = {}, 0, None, b""
             return
         except OSError as exc:
             raise user_error_for(exc, self.path, action="read") from exc
         rows = _parse_lines(new, self.path)
-        self._keys.update(key_of(r) for r in rows)
+        self._keys.update((key_of(r), metrics_present(r)) for r in rows)
         self._file_id = file_id
         self._offset += len(new)
         self._tail = (self._tail + new)[-64:]
@@ -194,20 +284,35 @@ class ResultsCache:
         self._refresh_keys()
         return set(self._keys)
 
-    def has(self, key: CacheKey | Mapping | tuple) -> bool:
-        """Whether a row with this key is stored."""
+    def has(self, key: CacheKey | Mapping | tuple, metrics: Iterable[str] = ()) -> bool:
+        """Whether a row with this key is stored and holds every metric in `metrics`."""
         self._refresh_keys()
-        return key_of(key) in self._keys
+        present = self._keys.get(key_of(key))
+        return present is not None and set(metrics) <= present
 
-    def missing(self, keys: Iterable[CacheKey | Mapping | tuple]) -> list[CacheKey]:
-        """The (normalised) keys without a stored row, in the given order, each once."""
+    def missing(self, keys: Iterable[CacheKey | Mapping | tuple], metrics: Iterable[str] = ()) -> list[CacheKey]:
+        """The (normalised) keys without a stored row holding every metric in `metrics`, in order, each once."""
         self._refresh_keys()
+        wanted = set(metrics)
+        unknown = wanted - set(METRIC_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown metric(s) {sorted(unknown)} (known: {', '.join(METRIC_COLUMNS)})")
         out: dict[CacheKey, None] = {}
         for item in keys:
             key = key_of(item)
-            if key not in self._keys:
+            present = self._keys.get(key)
+            if present is None or not wanted <= present:
                 out[key] = None
         return list(out)
+
+    def select(self, keys: Iterable[CacheKey | Mapping | tuple]):
+        """`load()` restricted to the rows of `keys` (in file order); keys without a row are left out."""
+        frame = self.load()
+        if frame.empty:
+            return frame
+        wanted = {key_of(k) for k in keys}
+        mask = [make_key(*k) in wanted for k in zip(*(frame[c] for c in KEY_COLUMNS), strict=True)]
+        return frame[mask].reset_index(drop=True)
 
     def rows(self) -> list[dict]:
         """The stored rows as dicts, one per key: the last one written wins, at its position in the file."""
@@ -231,7 +336,7 @@ class ResultsCache:
         extras = [c for c in frame.columns if c not in REQUIRED_COLUMNS and c not in shares]
         frame = frame.reindex(columns=[*REQUIRED_COLUMNS, *shares, *extras])
         if len(frame):
-            frame = frame.astype({"scale": float, "protocol_version": int, "knob": str})
+            frame = frame.astype({"scale": float, "protocol_version": int, "knob": str, "image_hash": str})
         return frame.reset_index(drop=True)
 
     # ------------------------------------------------------------------------------------ writing
@@ -284,13 +389,52 @@ def ckpt_hash(path: str | os.PathLike) -> str:
     """First 12 hex digits of the file's sha256; the bicubic baseline ('bicubic') hashes to 'bicubic'."""
     if str(path) == BICUBIC_HASH:
         return BICUBIC_HASH
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return content_hash(path)
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
     except OSError as exc:
         raise user_error_for(exc, Path(path), action="read") from exc
-    return digest.hexdigest()[:12]
+
+
+def migrate_legacy_rows(path: str | os.PathLike, root: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Rewrite a cache of format 1 in the current key format; returns (rows migrated, rows dropped).
+
+    Each legacy row gets the content hash of its HR file under the data root `root` (found by set and
+    stem; a row whose image is not there is dropped with a warning), the protocol its set implies (div2k
+    for DIV2K, else benchmark: format 1 did not record it, and every committed row used those), and
+    precision fp32 (format 1 evaluated in fp32 only). Rows already in the current format are kept as
+    they are. The file is replaced atomically under the cache's lock.
+    """
+    from moeisr.data.benchmark import list_images
+
+    path = Path(path)
+    stems: dict[str, dict[str, Path]] = {}
+    migrated = dropped = 0
+    out = []
+    with FileLock(path):
+        for line in _complete_part(path.read_bytes()).splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "image_hash" not in row:
+                dataset = dataset_label(row["dataset"])
+                if dataset not in stems:
+                    stems[dataset] = {p.stem: p for p in list_images(dataset, root)}
+                hr = stems[dataset].get(str(row["image"]))
+                if hr is None:
+                    log.warning(
+                        "%s: no HR file for %s/%s under the data root; row dropped", path, dataset, row["image"]
+                    )
+                    dropped += 1
+                    continue
+                row.update(
+                    dataset=dataset,
+                    image_hash=image_hash(hr),
+                    protocol="div2k" if dataset.startswith("DIV2K") else "benchmark",
+                    precision="fp32",
+                )
+                migrated += 1
+            out.append(_normalise_row(row))
+        atomic_write_bytes(path, b"".join(_encode(r) for r in out))
+    return migrated, dropped

@@ -27,7 +27,17 @@ from tqdm import tqdm
 from moeisr.data.benchmark import list_images
 from moeisr.data.degrade import degrade, upscale_bicubic
 from moeisr.data.images import load_image
-from moeisr.evaluate.cache import BICUBIC_HASH, SHARE_PREFIX, ResultsCache, ckpt_hash, knob_label, make_key
+from moeisr.evaluate.cache import (
+    BICUBIC_HASH,
+    SHARE_PREFIX,
+    CacheKey,
+    ResultsCache,
+    ckpt_hash,
+    dataset_label,
+    image_hash,
+    knob_label,
+    make_key,
+)
 from moeisr.metrics import psnr, ssim
 from moeisr.report.provenance import current_commit
 
@@ -94,13 +104,75 @@ class Grid:
     knobs: Sequence[float | None] = (None,)
     limit: dict[str, int] = field(default_factory=dict)
     protocol: str = "benchmark"
+    precision: str = "fp32"  # the decoders' numeric precision (`upscale(..., precision=)`)
+
+    def __post_init__(self):
+        self.sets = [dataset_label(s) for s in self.sets]
+        self.limit = {dataset_label(s): n for s, n in self.limit.items()}
 
 
-def super_resolve(entry: ModelEntry, lr: torch.Tensor, size: tuple[int, int], knob: float | None, chunk_size: int):
+GridItem = tuple[ModelEntry, str, Path, float, float | str | None]  # (entry, set, HR file, scale, knob)
+
+
+def grid_items(
+    entries: Sequence[ModelEntry], grid: Grid, root: str | Path | None = None, knobs: dict | None = None
+) -> list[GridItem]:
+    """Every (entry, set, HR file, scale, knob) of the grid, in the order `evaluate` visits them.
+
+    knobs: entry name -> the knob labels to visit for that entry (default: the grid's knobs for a model with
+    a compute knob, the default routing otherwise).
+    """
+    images = {s: list_images(s, root, grid.limit.get(s)) for s in grid.sets}
+    return [
+        (entry, dataset, path, float(scale), knob)
+        for entry in entries
+        for dataset in grid.sets
+        for path in images[dataset]
+        for scale in grid.scales
+        for knob in ((knobs or {}).get(entry.name) or (grid.knobs if entry.is_moe else (None,)))
+    ]
+
+
+def item_key(item: GridItem, grid: Grid) -> CacheKey:
+    """The cache key of one grid item (hashes the HR file's content, memoised)."""
+    entry, dataset, path, scale, knob = item
+    return make_key(
+        entry.ckpt_hash,
+        dataset,
+        path.stem,
+        image_hash(path),
+        scale,
+        knob,
+        grid.protocol,
+        PROTOCOL_VERSION,
+        grid.precision,
+    )
+
+
+def grid_keys(entries: Sequence[ModelEntry], grid: Grid, root: str | Path | None = None, knobs=None) -> list[CacheKey]:
+    """The cache keys of a grid, in the order `evaluate` visits them."""
+    return [item_key(item, grid) for item in grid_items(entries, grid, root, knobs)]
+
+
+def requested_metrics(entry: ModelEntry, with_lpips: bool, with_flops: bool) -> tuple[str, ...]:
+    """The metric columns a row of `entry` must hold to be reused from the cache."""
+    return ("psnr", "ssim", *(("lpips",) if with_lpips else ()), *(("gflops",) if with_flops and entry.model else ()))
+
+
+def super_resolve(
+    entry: ModelEntry,
+    lr: torch.Tensor,
+    size: tuple[int, int],
+    knob: float | None,
+    chunk_size: int,
+    precision: str = "fp32",
+):
     """SR of 1×3×h×w `lr` to `size` in [0, 1] with the entry's model (or bicubic)."""
     if entry.model is None:
         return upscale_bicubic(lr, size).clamp(0, 1)
     kwargs = {"routing_knob": knob} if entry.is_moe and knob is not None else {}
+    if precision != "fp32":
+        kwargs["precision"] = precision
     return entry.model.upscale(lr, size, chunk_size=chunk_size, cell_clamp=entry.cell_clamp, **kwargs)
 
 
@@ -127,22 +199,16 @@ def evaluate(
         from moeisr.metrics import load_lpips
 
         lpips_model = load_lpips(device)
-    images = {s: list_images(s, root, grid.limit.get(s)) for s in grid.sets}
-    todo = [
-        (entry, dataset, path, float(scale), knob)
-        for entry in entries
-        for dataset in grid.sets
-        for path in images[dataset]
-        for scale in grid.scales
-        for knob in (grid.knobs if entry.is_moe else (None,))
-    ]
-    keys = [make_key(e.ckpt_hash, d, p.stem, s, k, PROTOCOL_VERSION) for e, d, p, s, k in todo]
-    missing = set(cache.missing(keys))
-    work = [item for item, key in zip(todo, keys, strict=True) if key in missing]
+    todo = grid_items(entries, grid, root)
+    keys = [item_key(item, grid) for item in todo]
+    work = []
+    for item, key in zip(todo, keys, strict=True):
+        if cache.missing([key], requested_metrics(item[0], with_lpips, flops_fn is not None)):
+            work.append((*item, key))
     hr_cache: dict[Path, torch.Tensor] = {}
     written = 0
     bar = tqdm(work, desc="eval", unit="img", disable=not progress)
-    for entry, dataset, path, scale, knob in bar:
+    for entry, dataset, path, scale, knob, key in bar:
         bar.set_postfix_str(f"{entry.name} {dataset}/{path.stem} x{scale:g}")
         if path not in hr_cache:
             hr_cache.clear()  # images are visited in order, so one decoded HR is enough
@@ -159,6 +225,8 @@ def evaluate(
             lpips_model=lpips_model,
             flops_fn=flops_fn,
             chunk_size=chunk_size,
+            image_hash=key.image_hash,
+            precision=grid.precision,
         )
         row["commit"] = commit
         written += cache.append([row])
@@ -178,24 +246,29 @@ def evaluate_one(
     lpips_model=None,
     flops_fn: FlopsFn | None = None,
     chunk_size: int = 32768,
+    image_hash: str,
+    precision: str = "fp32",
 ) -> dict:
-    """One tidy row for one image (3×H×W in [0, 1]) at one scale and knob."""
+    """One tidy row for one image (3×H×W in [0, 1], its file's `image_hash`) at one scale and knob."""
     hr, lr = degrade(hr_full, scale)
     hr, lr = hr[None].to(device), lr[None].to(device)
     size = tuple(hr.shape[-2:])
     start = time.perf_counter()
     with torch.inference_mode():
-        sr = super_resolve(entry, lr, size, knob, chunk_size)
+        sr = super_resolve(entry, lr, size, knob, chunk_size, precision)
     seconds = time.perf_counter() - start
     row = {
         "model": entry.name,
         "run_id": entry.run_id,
         "ckpt_hash": entry.ckpt_hash,
-        "dataset": dataset,
+        "dataset": dataset_label(dataset),
         "image": image,
+        "image_hash": image_hash,
         "scale": float(scale),
         "knob": knob_label(knob),
+        "protocol": protocol,
         "protocol_version": PROTOCOL_VERSION,
+        "precision": precision,
         "psnr": float(psnr(sr, hr, scale, protocol)[0]),
         "ssim": float(ssim(sr, hr, scale, protocol)[0]),
         "lpips": float(lpips_model(sr, hr)[0]) if lpips_model is not None else math.nan,

@@ -9,15 +9,21 @@ Stages, each optional, always in this order:
 - **eval**: bicubic and the six models on the profile's grid (the experiments' `eval:` section), plus
   `LARGE_SCALES[profile]` on the sets whose evaluated images all keep an LR side of at least `MIN_LR_SIDE`
   pixels; the results cache (`<cache>/results.jsonl`) makes a re-run compute only what is missing.
-- **report**: the reproduction check (recomputed rows vs the `main.csv` found in the results folder), then
-  main.csv, tables/, figures/, REPORT.md and timings.json.
+- **check**: the reproduction check (`moeisr.evaluate.recheck`): a fixed, stratified sample of the grid's rows
+  (one seeded image per set and scale at ×2–×4, for every main model) is recomputed from the bundled checkpoints
+  without the cache and compared with the cached rows the tables use (≤ 0.01 dB); the comparison is written to
+  `<results>/reproduction.csv` and a row outside the tolerance fails the run. With `full`, the eval stage
+  recomputes every row into a fresh cache file instead, and those rows are what is compared.
+- **report**: main.csv, tables/, figures/, REPORT.md and timings.json; the rows computed in this run's eval stage
+  are also compared with the `main.csv` found before it.
 
 `models` (CLI `--models`) restricts the train and eval stages to some rows of the `model` column and the experiments
 they start from, so that separate jobs (e.g. one per model on a cluster) can share one cache; the report stage then
 runs alone, once every row is there.
 
 Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` (cpu), `<repo>/results/paper`
-(paper), `<runs>/<profile>/results` (smoke and any other profile); cache `${MOEISR_CACHE:-~/.cache/moeisr}/<profile>`.
+(paper), `<runs>/<profile>/results` (smoke and any other profile); cache `$MOEISR_CACHE/<profile>`, else
+`<runs>/cache/<profile>` (for cpu that is the committed snapshot, so a fresh clone reads it by default).
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size, load_image
 from moeisr.data.roots import repo_root
 from moeisr.errors import UserError
-from moeisr.evaluate.cache import KEY_COLUMNS, REQUIRED_COLUMNS, ResultsCache, make_key
-from moeisr.evaluate.runner import PROTOCOL_VERSION, Grid, ModelEntry, bicubic_entry, checkpoint_entry, evaluate
+from moeisr.evaluate import recheck
+from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache
+from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys, requested_metrics
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import FileLock, atomic_write_text
 from moeisr.report import figures, tables
@@ -47,7 +54,8 @@ from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.provenance import current_commit
 from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
-STAGES = ("train", "eval", "report")
+STAGES = ("train", "eval", "check", "report")
+RECHECK_CSV = "reproduction.csv"  # the check stage's per-row comparison, in the results folder
 DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  # relative to the repository
 
 
@@ -131,7 +139,7 @@ def default_paths(
     if results is None:
         results = repo / DEFAULT_RESULTS[profile] if profile in DEFAULT_RESULTS else runs_root / profile / "results"
     if cache is None:
-        cache = Path(os.environ.get("MOEISR_CACHE") or Path.home() / ".cache" / "moeisr").expanduser() / profile
+        cache = Path(os.environ.get("MOEISR_CACHE") or runs_root / "cache").expanduser() / profile
     experiments = Path(experiments) if experiments is not None else repo / "experiments"
     if not experiments.is_dir():
         raise UserError(f"{experiments}: experiments folder not found; run from a checkout of the repository")
@@ -189,19 +197,6 @@ def large_scale_grid(grid: Grid, scales: Sequence[float], root=None) -> tuple[Gr
     return Grid(sets=kept, scales=scales, knobs=grid.knobs, limit=limits, protocol=grid.protocol), skipped
 
 
-def grid_keys(entries: Sequence[ModelEntry], grid: Grid, root=None) -> list:
-    """The cache keys of a grid, in the order `moeisr.evaluate.runner.evaluate` visits them."""
-    images = {s: list_images(s, root, grid.limit.get(s)) for s in grid.sets}
-    return [
-        make_key(entry.ckpt_hash, dataset, path.stem, float(scale), knob, PROTOCOL_VERSION)
-        for entry in entries
-        for dataset in grid.sets
-        for path in images[dataset]
-        for scale in grid.scales
-        for knob in (grid.knobs if entry.is_moe else (None,))
-    ]
-
-
 def set_sizes(sets: Sequence[str], root=None) -> dict[str, int]:
     """Number of images in each set (to label subsets as 'Urban100 (first 20)')."""
     return {name: len(list_images(name, root)) for name in sets}
@@ -212,11 +207,9 @@ def set_sizes(sets: Sequence[str], root=None) -> dict[str, int]:
 
 def grid_rows(cache: ResultsCache, keys: Sequence, config_hashes: dict[str, str]) -> pd.DataFrame:
     """The cache's rows for `keys` (tidy, one per key), with a `config_hash` column, in model/dataset/scale order."""
-    frame = cache.load()
-    if frame.empty:
-        return frame
-    wanted = set(keys)
-    selected = frame[[make_key(*k) in wanted for k in zip(*(frame[c] for c in KEY_COLUMNS), strict=True)]].copy()
+    selected = cache.select(keys)
+    if selected.empty:
+        return selected
     selected.insert(REQUIRED_COLUMNS.index("ckpt_hash") + 1, "config_hash", selected["model"].map(config_hashes))
     rank = {m: i for i, m in enumerate(tables.MODEL_ORDER)}
     selected = tables.sort_cells(selected)  # dataset, scale, knob, image; then models in MODEL_ORDER (stable)
@@ -248,6 +241,9 @@ class ReproduceResult:
     rows: pd.DataFrame | None = None
     check: pd.DataFrame | None = None
     timings: dict = field(default_factory=dict)
+    mode: str = "verified"  # or "full": every row recomputed
+    computed_keys: set = field(default_factory=set)  # the grid keys the eval stage computed in this run
+    recheck: pd.DataFrame | None = None  # the check stage's per-row comparison (`recheck.compare`)
 
 
 def _stamp() -> str:
@@ -303,6 +299,7 @@ def reproduce(
     log: Callable[[str], None] = print,
     command: str | None = None,
     models: Sequence[str] | None = None,
+    full: bool = False,
 ) -> ReproduceResult:
     """Run the stages (module docstring) for `profile` and return what was done.
 
@@ -312,7 +309,8 @@ def reproduce(
     experiments they start from are prepared too), e.g. one job per model on a cluster sharing the cache; the
     report needs every model, so `models` cannot be combined with the report stage. Raises UserError for
     user-fixable problems (an unknown stage or model, a run folder of another configuration, a missing checkpoint
-    when the train stage is skipped).
+    when the train stage is skipped). full: recompute every row (into `<cache>/full-<commit>.jsonl`) instead of
+    reusing the cache and rechecking a sample; a recheck outside the tolerance raises UserError after the report.
     """
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -373,23 +371,48 @@ def reproduce(
     evaluated = [r for r in roles if models is None or r.model in models]
     entries = [bicubic_entry()] if with_bicubic else []
     entries += [checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in evaluated]
-    cache_store = ResultsCache(paths.cache_file)
+    cache_file = paths.cache / f"full-{commit}.jsonl" if full else paths.cache_file
+    cache_store = ResultsCache(cache_file)
     keys = [k for g in grids for k in grid_keys(entries, g)]
+    result.mode = "full" if full else "verified"
     if "eval" in stages:
         started = time.monotonic()
         flops = ArchitectureFlops()  # the equal-budget backbones reuse their backbone's counts
         for g in grids:
+            for entry in entries:
+                wanted = requested_metrics(entry, with_lpips=True, with_flops=True)
+                result.computed_keys |= set(cache_store.missing(grid_keys([entry], g), wanted))
             _, computed = evaluate(
                 entries, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit
             )
             result.rows_computed += computed
         log(
             f"[eval] {result.rows_computed} rows computed now, {len(keys) - result.rows_computed} reused from "
-            f"{paths.cache_file}"
+            f"{cache_file}"
         )
         details = f"{result.rows_computed} of {len(keys)} rows computed (the rest from the cache)"
         seconds = time.monotonic() - started
         _record(stage_times, f"eval{only}", seconds, details, commit, did_work=result.rows_computed > 0)
+
+    # ---- check ------------------------------------------------------------------------------------
+    if "check" in stages and not full:
+        started = time.monotonic()
+        items = recheck.sample_items(entries, grid, MODEL_NAMES)
+        log(f"[check] recomputing {len(items)} sampled rows from the checkpoints (seed {recheck.SAMPLE_SEED})")
+        fresh = recheck.recompute(
+            items, grid, device=device, flops_fn=ArchitectureFlops(), progress=progress, commit=commit
+        )
+        comparison = recheck.compare(fresh, cache_store.select(keys))
+        paths.results.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(paths.results / RECHECK_CSV, comparison.to_csv(index=False))
+        result.recheck = comparison
+        for _, r in recheck.summary(comparison).iterrows():
+            log(
+                f"[check] {r['model']}: {int(r['recomputed'])} rows, max |ΔPSNR| {r['max_abs_dpsnr']:.4f} dB, "
+                f"{int(r['outside'])} outside the tolerance"
+            )
+        details = f"{len(comparison)} sampled rows recomputed and compared"
+        _record(stage_times, "check", time.monotonic() - started, details, commit, did_work=True)
 
     # ---- report -----------------------------------------------------------------------------------
     if "report" in stages:
@@ -397,7 +420,7 @@ def reproduce(
         hashes = {r.model: experiments[r.experiment].config_hash for r in ROLES} | {"bicubic": ""}
         rows = grid_rows(cache_store, keys, hashes)
         if rows.empty:
-            raise UserError(f"{paths.cache_file} holds no row of this grid; run the eval stage first")
+            raise UserError(f"{cache_file} holds no row of this grid; run the eval stage first")
         missing = len(keys) - len(rows)
         if missing:
             log(
@@ -406,7 +429,7 @@ def reproduce(
             )
         result.rows = rows
         committed = read_committed(paths.main_csv)
-        check_md = _reproduction(committed, rows, paths, result, log)
+        check_md = _reproduction(committed, rows, paths, result, log, computed_keys=result.computed_keys)
         atomic_write_text(paths.main_csv, rows.to_csv(index=False))
         sizes = set_sizes(grid.sets)
         offsets = {
@@ -446,6 +469,14 @@ def reproduce(
         atomic_write_text(paths.report, render_report(inputs))
         log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")
     result.timings = _save_timings(paths.timings, timings, loaded)
+    if result.recheck is not None and not bool(result.recheck["within"].all()):
+        bad = result.recheck[~result.recheck["within"]]
+        raise UserError(
+            f"reproduction check FAILED: {len(bad)} of {len(result.recheck)} recomputed rows differ from the cache "
+            f"by more than {recheck.PSNR_TOLERANCE_DB} dB or in GFLOPs (first: {bad.iloc[0]['model']} "
+            f"{bad.iloc[0]['dataset']}/{bad.iloc[0]['image']} x{bad.iloc[0]['scale']:g}, ΔPSNR "
+            f"{bad.iloc[0]['dpsnr']:+.4f} dB); see {paths.results / RECHECK_CSV}"
+        )
     return result
 
 
@@ -513,26 +544,51 @@ def _grid_lines(grid: Grid, large: Grid | None, too_small: list[str], sizes: dic
     return lines
 
 
-def _reproduction(committed, rows: pd.DataFrame, paths: Paths, result: ReproduceResult, log) -> str:
-    if committed is None:
-        log(f"[report] reproduction check: no previous {paths.main_csv} to compare with")
-        return f"No previous `main.csv` in `{paths.results}`: nothing to compare (first run)."
-    check = tables.reproduction_check(committed, rows)
+def _reproduction(committed, rows: pd.DataFrame, paths: Paths, result: ReproduceResult, log, computed_keys) -> str:
+    """The REPORT.md section: the sampled recheck (verified mode), then this run's computed rows vs main.csv."""
+    parts = []
+    if result.mode == "full":
+        parts.append(f"Mode **full**: every one of the {len(rows)} rows was recomputed from the bundled checkpoints.")
+    elif result.recheck is None:
+        parts.append("Mode **verified**, but the check stage did not run: the cached rows were **not checked**.")
+    else:
+        comparison = result.recheck
+        verdict = "PASS" if bool(comparison["within"].all()) else "FAIL"
+        parts.append(
+            f"Mode **verified**: the {len(rows)} rows come from the evaluation cache; a fixed sample of "
+            f"{len(comparison)} of them (one image per set and scale at ×2–×4, chosen with seed "
+            f"{recheck.SAMPLE_SEED}, for every model) was recomputed from the bundled checkpoints without the cache. "
+            f"Verdict: **{verdict}** (tolerance {recheck.PSNR_TOLERANCE_DB} dB; per row in `{RECHECK_CSV}`)."
+        )
+        parts.append(tables.recheck_table(recheck.summary(comparison), comparison))
+    computed = rows[[_row_key(r) in computed_keys for r in rows.itertuples()]] if computed_keys else rows.iloc[:0]
+    if committed is None or computed.empty:
+        why = "no previous main.csv" if committed is None else "0 rows recomputed by the eval stage"
+        log(f"[report] comparison with the previous main.csv: not checked ({why})")
+        parts.append(f"Eval-stage rows against the previous `main.csv`: not checked ({why}).")
+        return "\n\n".join(parts) + "\n"
+    check = tables.reproduction_check(committed, computed)
     result.check = check
     for _, r in check.iterrows():
         dpsnr, dgflops = (f"{v:.4f}" if v == v else "–" for v in (r["max_abs_dpsnr"], r["max_abs_dgflops"]))
         log(
-            f"[report] reproduction check {r['model']}: {int(r['compared'])} rows compared, "
+            f"[report] {r['model']}: {int(r['compared'])} rows computed now compared with the previous main.csv, "
             f"max |ΔPSNR| {dpsnr} dB, max |ΔGFLOPs| {dgflops}"
         )
-    origin = (
-        f"{result.rows_computed} of the {len(rows)} rows were computed in this run, the others came from the cache "
-        f"(`{paths.cache_file.name}`); with an empty cache every row is recomputed from the bundled checkpoints."
+    parts.append(
+        f"The {len(computed)} rows the eval stage computed in this run, against the `main.csv` found before it "
+        "(matched on model, dataset, image, scale, knob; target ≤ 0.01 dB):\n\n" + tables.reproduction_table(check)
     )
-    return (
-        "This run's rows against the `main.csv` found before it (matched on model, dataset, image, scale, knob; "
-        f"target ≤ 0.01 dB). {origin}\n\n" + tables.reproduction_table(check)
-    )
+    return "\n\n".join(parts) + "\n"
+
+
+def _row_key(row):
+    from moeisr.evaluate.cache import make_key
+
+    return make_key(
+        row.ckpt_hash, row.dataset, row.image, row.image_hash, row.scale, row.knob, row.protocol,
+        row.protocol_version, row.precision,
+    )  # fmt: skip
 
 
 def _write_tables_and_figures(rows, sizes, entries, grid: Grid, paths: Paths, offsets, device: str, log) -> dict:

@@ -1,0 +1,136 @@
+"""The reproduction check: recompute a fixed, stratified sample of cached rows from the checkpoints and compare.
+
+A report built from an evaluation cache is only as trustworthy as the cache. `sample_items` picks, for every
+(set, scale) cell of the checked scales, one image by a fixed seed, and takes that image for every main model,
+so the sample covers each model × set × scale and its decodes share the HR image; other models get a fixed
+small sample of their own rows. `recompute` evaluates those items afresh (never reading or writing the cache)
+and `compare` puts each recomputed row beside the cached one: |ΔPSNR| in dB and |ΔGFLOPs| relative.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import pandas as pd
+from tqdm import tqdm
+
+from moeisr.data.images import load_image
+from moeisr.evaluate.runner import FlopsFn, Grid, GridItem, ModelEntry, evaluate_one, grid_items, item_key
+
+SAMPLE_SEED = 0
+CHECKED_SCALES = (2.0, 3.0, 4.0)  # the in-distribution cells every main model is checked on
+OTHER_MODEL_ROWS = 3  # sampled rows of a model outside the main list
+PSNR_TOLERANCE_DB = 0.01
+GFLOPS_TOLERANCE = 1e-6  # relative: the counts are exact, so any difference is a changed model or path
+
+
+def sample_items(
+    entries: Sequence[ModelEntry],
+    grid: Grid,
+    main_models: Sequence[str],
+    *,
+    seed: int = SAMPLE_SEED,
+    scales: Sequence[float] = CHECKED_SCALES,
+    other_rows: int = OTHER_MODEL_ROWS,
+    root=None,
+) -> list[GridItem]:
+    """The grid items to recompute (module docstring), in grid order; the same for the same grid and seed."""
+    items = grid_items(entries, grid, root)
+    rng = random.Random(seed)
+    chosen_image = {}
+    for dataset in grid.sets:
+        for scale in grid.scales:
+            if float(scale) in scales:
+                stems = sorted({path.stem for _, d, path, _, _ in items if d == dataset})
+                chosen_image[(dataset, float(scale))] = rng.choice(stems)
+    picked = [
+        item
+        for item in items
+        if item[0].name in main_models and chosen_image.get((item[1], item[3])) == item[2].stem and item[4] is None
+    ]
+    for entry in entries:
+        if entry.name in main_models:
+            continue
+        own = [item for item in items if item[0] is entry]
+        picked += [own[i] for i in sorted(random.Random(f"{seed}:{entry.name}").sample(range(len(own)), other_rows))]
+    order = {id(item): i for i, item in enumerate(items)}
+    return sorted(picked, key=lambda item: order[id(item)])
+
+
+def recompute(
+    items: Sequence[GridItem],
+    grid: Grid,
+    *,
+    device: str = "cpu",
+    flops_fn: FlopsFn | None = None,
+    with_lpips: bool = True,
+    progress: bool = True,
+    commit: str = "",
+) -> pd.DataFrame:
+    """Evaluate `items` afresh (no cache involved): one tidy row each, as `evaluate` writes them."""
+    lpips_model = None
+    if with_lpips:
+        from moeisr.metrics import load_lpips
+
+        lpips_model = load_lpips(device)
+    rows, hr_path, hr = [], None, None
+    for entry, dataset, path, scale, knob in tqdm(items, desc="recheck", unit="img", disable=not progress):
+        if path != hr_path:
+            hr_path, hr = path, load_image(path)
+        key = item_key((entry, dataset, path, scale, knob), grid)
+        row = evaluate_one(
+            entry,
+            dataset,
+            path.stem,
+            hr,
+            scale,
+            knob,
+            grid.protocol,
+            device=device,
+            lpips_model=lpips_model,
+            flops_fn=flops_fn,
+            image_hash=key.image_hash,
+            precision=grid.precision,
+        )
+        rows.append({**row, "commit": commit})
+    return pd.DataFrame(rows)
+
+
+MATCH = ["model", "ckpt_hash", "dataset", "image", "image_hash", "scale", "knob"]
+
+
+def compare(recomputed: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Each recomputed row beside its reference row: columns MATCH, psnr, psnr_ref, dpsnr (dB), gflops,
+    gflops_ref, rel_dgflops, within (|dpsnr| ≤ PSNR_TOLERANCE_DB and rel_dgflops ≤ GFLOPS_TOLERANCE).
+
+    A recomputed row without a reference row has NaN reference values and within False.
+    """
+    if recomputed.empty:
+        return pd.DataFrame(columns=[*MATCH, "psnr", "psnr_ref", "dpsnr", "gflops", "gflops_ref", "within"])
+    ref = reference[[*MATCH, "psnr", "gflops"]].astype({"scale": float, "knob": str})
+    new = recomputed[[*MATCH, "psnr", "gflops"]].astype({"scale": float, "knob": str})
+    both = new.merge(ref, on=MATCH, how="left", suffixes=("", "_ref"))
+    both["dpsnr"] = both["psnr"] - both["psnr_ref"]
+    both["rel_dgflops"] = [
+        0.0 if (math.isnan(a) and math.isnan(b)) else abs(a - b) / max(abs(b), 1e-12)
+        for a, b in zip(both["gflops"], both["gflops_ref"], strict=True)
+    ]
+    both["within"] = (both["dpsnr"].abs() <= PSNR_TOLERANCE_DB) & (both["rel_dgflops"] <= GFLOPS_TOLERANCE)
+    return both
+
+
+def summary(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per model: rows recomputed, max |ΔPSNR| (dB), max relative |ΔGFLOPs|, rows outside the tolerance."""
+    if comparison.empty:
+        return pd.DataFrame(columns=["model", "recomputed", "max_abs_dpsnr", "max_rel_dgflops", "outside"])
+    grouped = comparison.groupby("model", sort=False)
+    return pd.DataFrame(
+        {
+            "recomputed": grouped.size(),
+            "max_abs_dpsnr": grouped["dpsnr"].apply(lambda d: d.abs().max()),
+            "max_rel_dgflops": grouped["rel_dgflops"].max(),
+            "outside": grouped["within"].apply(lambda w: int((~w).sum())),
+        }
+    ).reset_index()
