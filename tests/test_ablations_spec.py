@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from moeisr.ablations.run import estimate, grid_of
+from moeisr.ablations.run import all_experts_cost, estimate, grid_of
 from moeisr.ablations.spec import (
     SUITE_FILE,
     check_row,
@@ -106,8 +106,11 @@ def test_the_cpu_plan_fits_the_time_budget():
     rows = suite.select(profile)
     assert len(rows) == len(suite.rows) == 17
     experiments = {r.name: row_experiment(suite, r, profile, main, paths.experiments) for r in rows}
-    plan = estimate(rows, experiments, profile, grid_of(profile))
+    plan = estimate(rows, experiments, profile, grid_of(profile), main)
     assert plan["total"] <= CPU_HOURS * 3600 and plan["train"] > plan["eval"]
+    # the all-experts decode of each sweep model, from its experts' MAC counts (LIIF's depth family costs more)
+    liif, lte = all_experts_cost(main["moeisr_liif"]), all_experts_cost(main["moeisr_lte"])
+    assert 2.0 < liif < 3.0 and 1.5 < lte < liif
 
 
 def test_row_selection_brings_the_references():

@@ -22,6 +22,7 @@ evaluation rows by the cache, one image at a time.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -55,6 +56,7 @@ from moeisr.evaluate.cache import ResultsCache
 from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
+from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.provenance import current_commit, header
 from moeisr.report.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
@@ -130,18 +132,6 @@ class AblationResult:
     estimate: dict[str, float] = field(default_factory=dict)
 
 
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def grid_of(profile: ProfileSpec) -> Grid:
     limits = {s: profile.limit_for(s) for s in profile.sets if profile.limit_for(s) is not None}
     return Grid(sets=list(profile.sets), scales=list(profile.scales), knobs=[None], limit=limits)
@@ -159,10 +149,24 @@ def grid_megapixels(grid: Grid) -> float:
     return total / 1e6
 
 
+def all_experts_cost(experiment: Experiment) -> float:
+    """Σ_j c_j / c_max of a MoEISR experiment's experts: the decode cost of running every expert (the sweep's
+    `expert_outputs`), in units of one all-deepest decode."""
+    from moeisr.train.loop import build_model
+
+    costs = build_model(experiment).experts.relative_costs()
+    return float(costs.sum() / costs.max())
+
+
 def estimate(
-    rows: Sequence[Row], experiments: dict[str, Experiment], profile: ProfileSpec, grid: Grid
+    rows: Sequence[Row],
+    experiments: dict[str, Experiment],
+    profile: ProfileSpec,
+    grid: Grid,
+    sweep_experiments: dict[str, Experiment],
 ) -> dict[str, float]:
-    """Expected seconds of each stage from scratch on the 2-core CPU (the planning constants above)."""
+    """Expected seconds of each stage from scratch on the 2-core CPU (the planning constants above);
+    `sweep_experiments`: the main MoEISR experiments the routing sweep decodes, by name."""
     mp = grid_megapixels(grid)
     train = sum(
         experiments[r.name].optim.max_steps * STEP_SECONDS.get(experiments[r.name].init_from or "", 1.7) for r in rows
@@ -171,13 +175,15 @@ def estimate(
     eval_rows = len(rows) * mp * (1 / DECODE_MP_PER_S + METRICS_S_PER_MP) + architectures * mp / COUNT_MP_PER_S
     # at most one re-routed reference per factor row (`_matched_knobs`), at about a sweep knob's cost
     eval_rows += sum(1 for r in rows if r.factor) * mp * (MEAN_SWEEP_COST / DECODE_MP_PER_S + METRICS_S_PER_MP)
-    models = len(profile.sweep.models)
     knobs = profile.sweep.points + 1
     references = len(profile.sweep.oracle_levels) + (profile.sweep.points - 1) * len(profile.sweep.random_seeds)
-    all_experts = 2.9  # Σ_j c_j / c_max of MoEISR-LIIF's depth family (LTE: 2.0)
-    sweep = models * mp * (
-        knobs * (MEAN_SWEEP_COST / DECODE_MP_PER_S + METRICS_S_PER_MP) + all_experts / DECODE_MP_PER_S
-        + references * METRICS_S_PER_MP
+    sweep = sum(
+        mp * (
+            knobs * (MEAN_SWEEP_COST / DECODE_MP_PER_S + METRICS_S_PER_MP)
+            + all_experts_cost(sweep_experiments[name]) / DECODE_MP_PER_S
+            + references * METRICS_S_PER_MP
+        )
+        for name in profile.sweep.models
     )  # fmt: skip
     return {"train": train, "eval": eval_rows, "sweep": sweep, "total": train + eval_rows + sweep}
 
@@ -242,7 +248,7 @@ def run_ablations(
         check_row(suite_obj, r, experiments[r.name], experiments[suite_obj.reference_of(r).name])
     grid = grid_of(spec)
     result = AblationResult(paths=paths, rows=selected, experiments=experiments)
-    result.estimate = estimate(selected, experiments, spec, grid)
+    result.estimate = estimate(selected, experiments, spec, grid, main)
     steps = sorted({experiments[r.name].optim.max_steps for r in selected})
     log(
         f"moeisr ablations: profile {profile}, {len(selected)} rows ({', '.join(r.name for r in selected)}), "
@@ -256,7 +262,8 @@ def run_ablations(
     )
     if plan_only:
         return result
-    timings = _load_json(paths.timings)
+    loaded = load_timings(paths.timings)
+    timings = copy.deepcopy(loaded)
     timings.update(profile=profile, commit=commit, estimate_seconds={k: round(v) for k, v in est.items()})
     stage_times = timings.setdefault("stages", {})
     cache_store = ResultsCache(main_paths.cache_file)
@@ -284,8 +291,8 @@ def run_ablations(
             result.checkpoints[r.name] = info
     if "train" in stages:
         trained = [n for n, c in result.checkpoints.items() if c.status != "reused"]
-        _record(stage_times, "train", time.monotonic() - started, f"trained or bundled: {', '.join(trained) or 'none'}",
-                commit, bool(trained))  # fmt: skip
+        details = f"trained or bundled: {', '.join(trained) or 'none'}"
+        record_stage(stage_times, "train", time.monotonic() - started, details, commit, bool(trained))
 
     entries = {n: checkpoint_entry(c.path, name=n, device=device) for n, c in result.checkpoints.items()}
 
@@ -301,7 +308,7 @@ def run_ablations(
                             cache_store, device=device, flops_fn=flops, progress=progress, commit=commit)  # fmt: skip
             result.rows_computed += n
         log(f"[eval] {result.rows_computed} row images computed now (the rest from {main_paths.cache_file})")
-        _record(stage_times, "eval", time.monotonic() - started, f"{result.rows_computed} rows computed", commit,
+        record_stage(stage_times, "eval", time.monotonic() - started, f"{result.rows_computed} rows computed", commit,
                 result.rows_computed > 0)  # fmt: skip
 
     # ---- sweep ---------------------------------------------------------------------------------------------------
@@ -334,7 +341,9 @@ def run_ablations(
             )  # fmt: skip
         result.sweep_computed = computed
         log(f"[sweep] {computed} rows computed now (the rest from {main_paths.cache_file})")
-        _record(stage_times, "sweep", time.monotonic() - started, f"{computed} rows computed", commit, computed > 0)
+        record_stage(
+            stage_times, "sweep", time.monotonic() - started, f"{computed} rows computed", commit, computed > 0
+        )
 
     # ---- report --------------------------------------------------------------------------------------------------
     if "report" in stages:
@@ -344,18 +353,9 @@ def run_ablations(
         frames = _frames(suite_obj, selected, experiments, result, entries, sweep_entries, grid, spec, cache_store, log)
         result.frames = frames
         result.written = _write_outputs(frames, paths, spec, grid, result, commit, command, main, log)
-        _record(stage_times, "report", time.monotonic() - started, f"{len(result.written)} files", commit, True)
-    atomic_write_text(paths.timings, json.dumps(timings, indent=2, sort_keys=True) + "\n")
+        record_stage(stage_times, "report", time.monotonic() - started, f"{len(result.written)} files", commit, True)
+    save_timings(paths.timings, timings, loaded)
     return result
-
-
-def _record(stage_times: dict, stage: str, seconds: float, details: str, commit: str, did_work: bool) -> None:
-    """A stage's wall time; a stage that only reused earlier work keeps the timing of the run that did it."""
-    previous = stage_times.get(stage)
-    if not did_work and isinstance(previous, dict) and previous.get("seconds") is not None:
-        previous["last_checked"] = f"{_stamp()}: {details}"
-        return
-    stage_times[stage] = {"seconds": round(seconds, 1), "finished": _stamp(), "commit": commit, "details": details}
 
 
 def _main_checkpoints(main, required, optional, paths: Paths, profile, train_main, device, progress, log) -> dict:

@@ -25,7 +25,7 @@ def run(args) -> int:
     from moeisr.data.benchmark import list_images
     from moeisr.io import atomic_write_text
     from moeisr.report.provenance import current_commit, header
-    from moeisr.report.tables import bicubic_table
+    from moeisr.report.tables import bicubic_note, bicubic_table
 
     if not args.csv.is_file():
         raise UserError(f"{args.csv}: no such results file; produce it with `moeisr eval`")
@@ -39,10 +39,8 @@ def run(args) -> int:
         + header(current_commit(), command=" ".join(shlex.quote(a) for a in ["moeisr", *sys.argv[1:]]))
         + "\n"
         + bicubic_table(frame, sizes)
-        + "\n\nPublished figures: the standard bicubic baselines (Y, shave = scale) quoted across the SR literature.\n"
-        "Set14 sits about 0.09 dB above them at every scale because of `bridge`, a greyscale image: the LIIF\n"
-        "protocol scores it as RGB, whose Y difference is 0.859 × the grey one, while the published tables\n"
-        "score its single channel. We keep the LIIF protocol, since the LIIF/LTE figures we compare with use it.\n"
+        + "\n\n"
+        + bicubic_note(frame)
     )
     atomic_write_text(args.out, text)
     print(text)

@@ -23,3 +23,8 @@ def diff_to_y(diff: torch.Tensor) -> torch.Tensor:
     """Luma of a B×3×H×W RGB *difference* image (no offset; LIIF's weights / 256): B×1×H×W."""
     w = diff.new_tensor(_Y_DIFF_WEIGHTS_256).view(1, 3, 1, 1) / 256.0
     return (diff * w).sum(dim=1, keepdim=True)
+
+
+def luma_weight_sum() -> float:
+    """The factor by which `diff_to_y` scales a grey (equal-channel) difference: Σ weights / 256 (≈ 0.859)."""
+    return sum(_Y_DIFF_WEIGHTS_256) / 256.0

@@ -1,48 +1,69 @@
-"""Published figures, quoted for comparison only (other hardware, data and training budgets).
+"""Published PSNRs, quoted for context only (other encoders, training data, budgets and hardware).
 
-Bicubic: PSNR (dB) on Y with shave = scale, as tabulated across the SR literature (e.g. the EDSR and
-LIIF papers) and in the shared data's README.
+`published_sr.csv` beside this file is a verbatim copy of the shared `published/published_sr.csv`: the LIIF and
+LTE papers' published PSNRs (DIV2K validation for EDSR-baseline and RDN at ×2–×30; Set5, Set14, B100 and Urban100
+for RDN at ×2–×8 and RDN-LTE at ×2–×4) and the bicubic baselines, one row per table cell with the table it
+comes from (`source`) and its metric protocol. `tests/test_report_published.py` checks that the copy equals
+the shared file.
 
-LIIF/LTE: `PUBLISHED_SR` holds the published PSNRs to quote next to our rows in `tables/published.md`.
-It is **empty on purpose**: the papers' tables could not be read from a primary source with the tools this
-suite was built with, and numbers typed from memory are not citations. Fill it from the papers (one
-`PublishedResult` per table cell, with the table it comes from) and `published_table` renders them.
+Only the bicubic rows are directly comparable with ours (same images and protocol; bicubic has no training).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
-BICUBIC_PSNR = {
-    ("Set5", 2): 33.66, ("Set5", 3): 30.39, ("Set5", 4): 28.42,
-    ("Set14", 2): 30.24, ("Set14", 3): 27.55, ("Set14", 4): 26.00,
-    ("B100", 2): 29.56, ("B100", 3): 27.21, ("B100", 4): 25.96,
-    ("Urban100", 2): 26.88, ("Urban100", 3): 24.46, ("Urban100", 4): 23.14,
-}  # fmt: skip
+import pandas as pd
+
+from moeisr.data.layout import ALIASES
+
+PUBLISHED_CSV = Path(__file__).with_name("published_sr.csv")
 
 
 @dataclass(frozen=True)
 class PublishedResult:
-    """One published PSNR cell: `family` is the model column of ours it corresponds to ("liif" or "lte")."""
+    """One published PSNR cell. `family`: the model column of ours it belongs beside ("bicubic", "liif",
+    "lte"), or "" for context rows (MetaSR, the fixed-scale EDSR/RDN) that have no counterpart here."""
 
-    paper: str  # e.g. "LIIF (Chen, Liu, Wang, CVPR 2021)"
-    table: str  # e.g. "Table 1"
-    model: str  # the paper's row, e.g. "EDSR-baseline-LIIF"
+    method: str  # the paper's row, e.g. "RDN-LIIF"
     family: str
     dataset: str  # our set name: "DIV2K", "Set5", ...
     scale: float
-    psnr: float  # dB, the paper's protocol (LIIF's: RGB shave scale+6 on DIV2K, Y shave scale on benchmarks)
+    psnr: float  # dB, under `protocol`
+    protocol: str  # e.g. "Y, shave scale" or "RGB, shave scale+6"
+    source: str  # the paper and table
 
 
-PUBLISHED_SR: tuple[PublishedResult, ...] = ()
+def family_of(method: str) -> str:
+    """'bicubic' -> 'bicubic'; '...-LIIF' -> 'liif'; '...-LTE' -> 'lte'; anything else -> ''."""
+    if method == "bicubic":
+        return "bicubic"
+    for suffix in ("LIIF", "LTE"):
+        if method.endswith(f"-{suffix}"):
+            return suffix.lower()
+    return ""
 
-# Where the rows to quote are, for whoever fills PUBLISHED_SR (and printed in tables/published.md).
-SOURCES = (
-    'LIIF: Chen, Liu, Wang, "Learning Continuous Image Representation with Local Implicit Image Function", '
-    "CVPR 2021 (arXiv:2012.09161): Table 1, EDSR-baseline-LIIF on DIV2K validation (in- and out-of-distribution "
-    "scales); Table 2, the benchmark sets (Set5, Set14, B100, Urban100).",
-    'LTE: Lee, Jin, "Local Texture Estimator for Implicit Representation Function", CVPR 2022 '
-    "(arXiv:2111.08918): Table 1, EDSR-baseline-LTE on DIV2K validation; Table 2, benchmark sets. The official "
-    "repository's README (jaewon-lee-b/lte) maps Table 1 to EDSR-baseline-LTE and Table 2 to RDN-LTE and "
-    "SwinIR-LTE, so the published EDSR-baseline rows are on DIV2K, a set not in the shared data.",
-)
+
+@functools.lru_cache(maxsize=1)
+def published_results(path: Path = PUBLISHED_CSV) -> tuple[PublishedResult, ...]:
+    """Every row of the published CSV, set names mapped to ours (DIV2K_valid -> DIV2K)."""
+    frame = pd.read_csv(path)
+    return tuple(
+        PublishedResult(
+            method=str(r.method),
+            family=family_of(str(r.method)),
+            dataset=ALIASES.get(str(r.dataset).lower(), str(r.dataset)),
+            scale=float(r.scale),
+            psnr=float(r.psnr),
+            protocol=str(r.psnr_protocol),
+            source=str(r.source),
+        )
+        for r in frame.itertuples()
+    )
+
+
+def bicubic_psnr() -> dict[tuple[str, int], float]:
+    """The published bicubic PSNR by (set, integer scale), on the benchmark sets and DIV2K."""
+    return {(p.dataset, int(p.scale)): p.psnr for p in published_results() if p.family == "bicubic"}

@@ -29,7 +29,6 @@ Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +47,8 @@ from moeisr.evaluate import recheck
 from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys, requested_metrics
 from moeisr.flops.per_image import ArchitectureFlops
-from moeisr.io import FileLock, atomic_write_text
+from moeisr.io import atomic_write_text
+from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.report import figures, tables
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.provenance import current_commit
@@ -246,41 +246,6 @@ class ReproduceResult:
     recheck: pd.DataFrame | None = None  # the check stage's per-row comparison (`recheck.compare`)
 
 
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _record(stage_times: dict, stage: str, seconds: float, details: str, commit: str, did_work: bool) -> None:
-    """Record a stage's wall time; a stage that only reused earlier work keeps the timing of the run that did it."""
-    previous = stage_times.get(stage)
-    if not did_work and isinstance(previous, dict) and previous.get("seconds") is not None:
-        previous["last_checked"] = f"{_stamp()}: {details}"
-        return
-    stage_times[stage] = {"seconds": seconds, "finished": _stamp(), "commit": commit, "details": details}
-
-
-def _load_timings(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _save_timings(path: Path, timings: dict, loaded: dict) -> dict:
-    """Write this job's changes to `timings` (against `loaded`, the file as this job read it) over the file as it
-    is now, under its lock, so that concurrent `--models` jobs keep each other's entries; returns what was written."""
-    with FileLock(path):
-        current = _load_timings(path)
-        current.update(profile=timings["profile"], commit=timings["commit"])
-        for section in ("stages", "experiments"):
-            before = loaded.get(section, {})
-            mine = {k: v for k, v in timings.get(section, {}).items() if before.get(k) != v}
-            current[section] = {**current.get(section, {}), **mine}
-        atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
-    return current
-
-
 # ------------------------------------------------------------------------------------- pipeline
 
 
@@ -328,7 +293,7 @@ def reproduce(
     large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
     grids = [g for g in (grid, large) if g is not None]
     result = ReproduceResult(paths=paths)
-    loaded = _load_timings(paths.timings)
+    loaded = load_timings(paths.timings)
     timings = copy.deepcopy(loaded)
     timings.update(profile=profile, commit=commit)
     stage_times = timings.setdefault("stages", {})
@@ -364,7 +329,7 @@ def reproduce(
     if "train" in stages:
         trained = [n for n, c in checkpoints.items() if c.status != "reused"]
         details = f"trained or bundled: {', '.join(trained) or 'none'}; bundle {total_mb:.1f} MB"
-        _record(stage_times, f"train{only}", time.monotonic() - started, details, commit, did_work=bool(trained))
+        record_stage(stage_times, f"train{only}", time.monotonic() - started, details, commit, did_work=bool(trained))
     timings.setdefault("experiments", {}).update({name: info.summary() for name, info in checkpoints.items()})
 
     # ---- evaluate ---------------------------------------------------------------------------------
@@ -392,7 +357,7 @@ def reproduce(
         )
         details = f"{result.rows_computed} of {len(keys)} rows computed (the rest from the cache)"
         seconds = time.monotonic() - started
-        _record(stage_times, f"eval{only}", seconds, details, commit, did_work=result.rows_computed > 0)
+        record_stage(stage_times, f"eval{only}", seconds, details, commit, did_work=result.rows_computed > 0)
 
     # ---- check ------------------------------------------------------------------------------------
     if "check" in stages and not full:
@@ -412,7 +377,7 @@ def reproduce(
                 f"{int(r['outside'])} outside the tolerance"
             )
         details = f"{len(comparison)} sampled rows recomputed and compared"
-        _record(stage_times, "check", time.monotonic() - started, details, commit, did_work=True)
+        record_stage(stage_times, "check", time.monotonic() - started, details, commit, did_work=True)
 
     # ---- report -----------------------------------------------------------------------------------
     if "report" in stages:
@@ -439,7 +404,7 @@ def reproduce(
         }
         written = _write_tables_and_figures(rows, sizes, entries, grid, paths, offsets, device, log)
         details = f"{len(rows)} rows; {len(written['figures'])} figures"
-        _record(stage_times, "report", time.monotonic() - started, details, commit, did_work=True)
+        record_stage(stage_times, "report", time.monotonic() - started, details, commit, did_work=True)
         grid_lines = _grid_lines(grid, large, too_small, sizes, profile)
         deepest = {e.name: e.model.n_experts - 1 for e in entries if e.is_moe}
         inputs = ReportInputs(
@@ -461,14 +426,14 @@ def reproduce(
             paragraphs=reading(rows, sizes, deepest),
             tables=written["tables"],
             figures=written["figures"],
-            notes=_notes(profile),
+            notes=_notes(profile, experiments),
             ablations=ablation_section(paths.results),
             speed=speed_section(paths.results),
             eval_seconds=float(rows["seconds"].sum()) if "seconds" in rows else None,
         )
         atomic_write_text(paths.report, render_report(inputs))
         log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")
-    result.timings = _save_timings(paths.timings, timings, loaded)
+    result.timings = save_timings(paths.timings, timings, loaded)
     if result.recheck is not None and not bool(result.recheck["within"].all()):
         bad = result.recheck[~result.recheck["within"]]
         raise UserError(
@@ -507,16 +472,20 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _notes(profile: str) -> list[str]:
+def _notes(profile: str, experiments: dict[str, Experiment]) -> list[str]:
     if profile == "smoke":
         return [
-            "**Smoke profile**: tiny encoders trained for a few steps on one image per set. These numbers test the "
-            "pipeline end to end and measure nothing about the methods."
+            "**Smoke profile**: tiny models trained for a few steps. These numbers test the pipeline end to end "
+            "and measure nothing about the methods."
         ]
     if profile == "cpu":
+        liif = experiments["liif"].spec
+        encoder = liif.model.args["encoder_spec"]["args"]
+        widths = sorted(set(liif.model.args["imnet_spec"]["args"]["hidden_list"]))
         return [
-            "**cpu profile**: shrunk encoders (4 residual blocks, 32 channels; the decoders keep the paper's "
-            "256 widths) trained on BSD200 for what 2 CPU cores can do in hours; far from the paper's DIV2K "
+            f"**cpu profile**: shrunk encoders ({encoder['n_resblocks']} residual blocks, {encoder['n_feats']} "
+            f"channels; the decoders keep the papers' widths, {', '.join(map(str, widths))}) trained on "
+            f"{', '.join(liif.data.train_sets)} for what 2 CPU cores can do in hours; far from the paper's DIV2K "
             "budget, so compare rows with each other, not with published numbers."
         ]
     return []
@@ -528,7 +497,9 @@ def _grid_lines(grid: Grid, large: Grid | None, too_small: list[str], sizes: dic
     lines = [
         f"Grid: {sets}; scales {', '.join(f'×{s:g}' for s in grid.scales)}; routing knobs: {knobs}.",
         "Protocol: MATLAB-bicubic LR (LIIF's crop rule for non-integer scales), PSNR/SSIM on Y with shave = scale, "
-        "LPIPS(alex) on RGB; FLOPs by fvcore on the real upscale path (docs/flops.md).",
+        "LPIPS(alex) on RGB; FLOPs: fvcore traces `upscale`, which then takes the as-published decoder path (every "
+        "output pixel and ensemble shift through its MLP; docs/flops.md); untraced inference, which the seconds "
+        "time, takes the numerically equivalent as-executed path.",
     ]
     if large is not None:
         scales = ", ".join(f"×{s:g}" for s in large.scales)
