@@ -1,0 +1,37 @@
+"""The published PSNRs are a verbatim copy of the shared file, read with their sources, and rendered beside ours."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from moeisr.report.published import PUBLISHED_CSV, bicubic_psnr, published_results
+from moeisr.report.tables import bicubic_note, published_table
+
+SHARED = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")).parent
+MAIN_CSV = Path(__file__).resolve().parents[1] / "results" / "main.csv"
+
+
+def test_the_copy_equals_the_shared_file():
+    assert PUBLISHED_CSV.read_bytes() == (SHARED / "published" / "published_sr.csv").read_bytes()
+
+
+def test_rows_keep_their_sources_and_map_to_our_names():
+    rows = published_results()
+    assert len(rows) == len(pd.read_csv(PUBLISHED_CSV)) and all(r.source for r in rows)
+    assert {r.family for r in rows} == {"bicubic", "liif", "lte", ""}
+    assert "DIV2K" in {r.dataset for r in rows} and "DIV2K_valid" not in {r.dataset for r in rows}
+    assert bicubic_psnr()[("Set5", 2)] == 33.66  # the shared file's bicubic Set5 x2
+
+
+def test_the_table_puts_our_rows_beside_the_published_ones():
+    ours = pd.read_csv(MAIN_CSV)
+    table = published_table(ours[ours["knob"].astype(str) == "none"])
+    bicubic_line = next(line for line in table.splitlines() if line.startswith("| bicubic") and "Set5" in line)
+    ours_set5_x2 = ours[(ours.model == "bicubic") & (ours.dataset == "Set5") & (ours.scale == 2)].psnr.mean()
+    assert "33.66" in bicubic_line and f"bicubic {ours_set5_x2:.2f}" in bicubic_line
+    assert "RDN-LTE" in table and "Set14" in table and "further published rows" in table
+    note = bicubic_note(ours)
+    assert "0.859 ×" in note and note.startswith("Set14 sits +0.0")
