@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 import moeisr.models  # noqa: F401  (registers the models)
+from moeisr.coords import make_cell, make_coord
 from moeisr.data import degrade, list_images, load_image
 from moeisr.data.images import image_size
 from moeisr.flops import closed_form as cf
 from moeisr.models.base import prepare_for_inference, using_decoder_path
 from moeisr.models.checkpoint import load_model
-from moeisr.models.coords import make_cell, make_coord
 from moeisr.models.moe.experts import linear_layers
 from moeisr.models.moe.moeisr import MoEISR, init_from_backbone
 from moeisr.registry import models

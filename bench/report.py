@@ -19,7 +19,7 @@ from pathlib import Path
 import benchlib as B
 
 from moeisr.io import atomic_write_text
-from moeisr.report.provenance import current_commit, machine
+from moeisr.provenance import current_commit, machine
 from moeisr.report.report_md import measured_commits
 
 TARGETS = {"realised_over_flops": 0.9, "liif_vs_reference_speedup": 1.5, "decoder_peak_fraction": 0.6, "rss_gb": 6.0}

@@ -457,7 +457,7 @@ def parse_value(text: str) -> Any:
     return yaml.load(text, Loader=_SpecLoader) if text.strip() else None
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -692,14 +692,14 @@ def load_experiment(
         profiles_path = find_profiles_file(path)
     elif not Path(profiles_path).is_file():
         raise UserError(f"{profiles_path}: profiles file not found")
-    shared = _read_yaml(Path(profiles_path)) if profiles_path else {}
+    shared = read_yaml(Path(profiles_path)) if profiles_path else {}
     if profiles_path:
         extra = set(shared) - {"defaults", "profiles"}
         if extra:
             raise UserError(
                 f"{profiles_path}: unknown top-level key '{sorted(map(str, extra))[0]}' (expected defaults, profiles)"
             )
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     own_profiles = _profiles_of(doc, path, "profiles")
     shared_profiles = _profiles_of(shared, Path(profiles_path or ""), "profiles")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from moeisr.coords import make_coord
 from moeisr.data import ImplicitDownsampled, ImplicitFullImage, TrainImages, load_image, resize, sample_seed
 from moeisr.data.train import sample_generator
 from moeisr.errors import UserError
-from moeisr.models.coords import make_coord
 
 
 @pytest.fixture(scope="module")

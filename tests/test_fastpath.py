@@ -17,6 +17,7 @@ import pytest
 import torch
 from test_models_support import lr_crop
 
+from moeisr.coords import make_cell, make_coord
 from moeisr.errors import UserError
 from moeisr.models.base import (
     InferenceCache,
@@ -25,7 +26,6 @@ from moeisr.models.base import (
     upscale,
     using_decoder_path,
 )
-from moeisr.models.coords import make_cell, make_coord
 from moeisr.models.decoders.lte import FourierInputs
 from moeisr.models.mlp import FactoredInputs
 from moeisr.models.moe.moeisr import init_from_backbone

@@ -5,8 +5,8 @@ import pytest
 import torch
 from test_models_support import lr_crop, reference, small_model
 
+from moeisr.coords import make_cell, make_coord
 from moeisr.models.base import output_size, upscale
-from moeisr.models.coords import make_cell, make_coord
 from moeisr.models.decoders.local_grid import ensemble_weights, nearest_cells
 
 REF = reference()

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import moeisr.models  # noqa: F401  (registration)
+from moeisr.coords import make_cell, make_coord
 from moeisr.errors import UserError
-from moeisr.models.coords import make_cell, make_coord
+from moeisr.models.checkpoint import load_model
 from moeisr.models.moe import MoEISR, colorize_expert_map, expert_colors, init_from_backbone
 from moeisr.models.moe.routing import balance_loss, dense_dispatch
 from moeisr.registry import models
@@ -251,11 +252,11 @@ def test_fvcore_counts_exactly_the_routed_expert_macs(lr_image):
 
 
 def test_checkpoint_round_trip_and_init_from_a_checkpoint_path(lr_image, tmp_path):
-    from moeisr.models.checkpoint import load_model, save_checkpoint
+    from moeisr.models.checkpoint import save_checkpoint
 
     backbone = models.make(lte_spec((64, 64)))
     path = save_checkpoint(tmp_path / "lte.pth", backbone)
-    model = init_from_backbone(moe(lte_spec((64, 64)), experts=[[32], [64, 64]]), path).eval()
+    model = init_from_backbone(moe(lte_spec((64, 64)), experts=[[32], [64, 64]]), load_model(path)).eval()
     torch.testing.assert_close(model.experts[1].layers[2].weight, backbone.imnet.layers[2].weight, atol=0, rtol=0)
 
     saved = save_checkpoint(tmp_path / "moeisr.pth", model)

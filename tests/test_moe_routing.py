@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from moeisr.coords import make_coord
 from moeisr.errors import UserError
-from moeisr.models.coords import make_coord
 from moeisr.models.moe.experts import ExpertSet, resolve_expert_hidden_lists
 from moeisr.models.moe.mapper import Mapper, relative_scale, sample_logits
 from moeisr.models.moe.routing import (

@@ -1,4 +1,5 @@
-"""timings.json is merged under a lock: parallel jobs (reproduce --models, ablations --rows) keep each other's entries."""
+"""timings.json is merged under a lock: parallel jobs (reproduce --models, ablations --rows) keep each other's
+entries."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from moeisr.report.provenance import current_commit
+from moeisr.provenance import current_commit
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from moeisr.coords import make_cell, make_coord
 from moeisr.data.degrade import crop_for_scale, crop_to_multiple, degrade, lr_size
 from moeisr.data.train import ImplicitDownsampled, TrainImages
 from moeisr.errors import UserError
 from moeisr.metrics import psnr, ssim
 from moeisr.metrics._common import shave_border, shave_for
-from moeisr.models.coords import make_cell, make_coord
 
 # deadline=None: no timing assertion; database=None: no .hypothesis/ folder in the checkout;
 # derandomize: the same examples on every run, so CI is reproducible.

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import torch
 
+from moeisr.coords import make_coord
 from moeisr.metrics.color import diff_to_y
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, upscale
-from moeisr.models.coords import make_coord
 from moeisr.models.moe.routing import knob_assign, knob_for_budget
 
 ORACLE_UNIT = 1.0 / 255.0  # the oracle's ε is given in 8-bit levels of the luma difference

@@ -57,8 +57,8 @@ from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate,
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
+from moeisr.provenance import current_commit, header
 from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
-from moeisr.report.provenance import current_commit, header
 from moeisr.report.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
 from moeisr.report.tables import dataset_label
 

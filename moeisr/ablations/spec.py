@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moeisr.config import Experiment, _read_yaml, load_experiment, spec_to_dict, with_loaded_parent
+from moeisr.config import Experiment, load_experiment, read_yaml, spec_to_dict, with_loaded_parent
 from moeisr.errors import UserError
 
 SUITE_FILE = Path("ablations") / "ablations.yaml"  # relative to the experiments folder
@@ -151,7 +151,7 @@ def load_suite(path: str | Path) -> Suite:
 
     Raises one-line UserErrors naming the file, the row or profile, and the nearest valid key."""
     path = Path(path)
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     _check_keys(doc, TOP_KEYS, str(path))
     factors = {}
     for name, item in (doc.get("factors") or {}).items():

@@ -24,7 +24,7 @@ def run(args) -> int:
 
     from moeisr.data.benchmark import list_images
     from moeisr.io import atomic_write_text
-    from moeisr.report.provenance import current_commit, header
+    from moeisr.provenance import current_commit, header
     from moeisr.report.tables import bicubic_note, bicubic_table
 
     if not args.csv.is_file():

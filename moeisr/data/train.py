@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from moeisr.coords import make_cell, make_coord
 from moeisr.data.degrade import degrade, resize
 from moeisr.data.images import image_size, load_image
 from moeisr.data.layout import ALL_SETS, canonical_set_name, image_files, set_hr_dir
 from moeisr.data.roots import data_root
 from moeisr.errors import UserError
-from moeisr.models.coords import make_cell, make_coord
 
 DEFAULT_SOURCES = ("T91", "BSD200")
 

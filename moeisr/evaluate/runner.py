@@ -39,7 +39,7 @@ from moeisr.evaluate.cache import (
     make_key,
 )
 from moeisr.metrics import psnr, ssim
-from moeisr.report.provenance import current_commit
+from moeisr.provenance import current_commit
 
 PROTOCOL_VERSION = 2  # 2: LTE-family models decode with LTE's cell clamp (rows of LIIF and bicubic are unchanged)
 

@@ -42,7 +42,7 @@ def parse_knob(text: str) -> float:
     return knob
 
 
-def _read_yaml(path: Path):
+def read_yaml(path: Path):
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -57,7 +57,7 @@ def model_spec_from_yaml(path: str | os.PathLike, profile: str = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; pass a checkpoint (.pth), a model spec or an experiment (.yaml)")
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     if isinstance(doc, Mapping) and "model" in doc:
         from moeisr.config import load_experiment
 

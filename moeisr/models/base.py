@@ -47,8 +47,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from moeisr.coords import make_coord
 from moeisr.errors import UserError
-from moeisr.models.coords import make_coord
 
 # The official data pipelines normalise images with data_norm {sub: 0.5, div: 0.5}; the models do it.
 NORM_SUB = 0.5

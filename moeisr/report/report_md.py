@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.report.provenance import machine
+from moeisr.provenance import machine
 from moeisr.report.tables import FAMILIES, Family, dataset_label, family_cells, pixel_shares
 
 STAGE_ORDER = {"train": 0, "eval": 1, "report": 2}

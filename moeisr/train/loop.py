@@ -43,8 +43,8 @@ from moeisr.io import FileLock, atomic_write_text
 from moeisr.models.checkpoint import load_model, save_checkpoint
 from moeisr.models.moe.moeisr import init_from_backbone
 from moeisr.models.moe.routing import balance_loss
+from moeisr.provenance import current_commit
 from moeisr.registry import models
-from moeisr.report.provenance import current_commit
 from moeisr.train import distributed as D
 from moeisr.train.logs import MetricsLog
 from moeisr.train.sampler import EpochIndexed, StepBatchSampler, derived_seed, seed_worker

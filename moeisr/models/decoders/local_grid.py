@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from moeisr.models.coords import make_coord
+from moeisr.coords import make_coord
 
 # The official shifts: eps breaks ties between neighbouring cells, the clamp keeps queries inside.
 EPS_SHIFT = 1e-6

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from moeisr.coords import make_coord
 from moeisr.errors import UserError
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, Decoder, Features, ImplicitSR, cell_scale_factors, upscale
-from moeisr.models.coords import make_coord
 from moeisr.models.moe.experts import ExpertSet, linear_layers, mlp_hidden_list, resolve_expert_hidden_lists
 from moeisr.models.moe.mapper import Mapper, relative_scale, sample_logits
 from moeisr.models.moe.routing import Router, RoutingInfo, knob_assign, knob_for_budget, routed_macs
@@ -304,22 +303,21 @@ class _WithKnob:
 
 
 def _backbone_from(source: Any) -> nn.Module:
-    if isinstance(source, (str, os.PathLike)):
-        from moeisr.models.checkpoint import load_model
-
-        return load_model(source)
     if isinstance(source, nn.Module):
         return source
-    raise UserError(f"init_from_backbone needs a LIIF/LTE model or a checkpoint path, got {type(source).__name__}")
+    raise UserError(
+        f"init_from_backbone needs a LIIF/LTE model (load a checkpoint with moeisr.load_model), got "
+        f"{type(source).__name__}"
+    )
 
 
 def init_from_backbone(
     moe_model: MoEISR,
-    backbone: nn.Module | str | os.PathLike,
+    backbone: nn.Module,
     freeze_encoder: bool = False,
     target_expert: int | None = None,
 ) -> MoEISR:
-    """Initialise `moe_model` from a trained backbone (a model or a checkpoint path), in place.
+    """Initialise `moe_model` from a trained backbone model (`moeisr.load_model(path)` loads one), in place.
 
     Copies the encoder and every other pre-MLP parameter and buffer (e.g. LTE's coef/freq/phase) into
     `moe_model.backbone`, and the backbone MLP into expert `target_expert` (default: the most expensive,
