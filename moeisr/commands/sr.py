@@ -216,9 +216,15 @@ def parse_tile_size(text: str | None) -> int | None:
 
 
 def _is_moe_checkpoint(path: str) -> bool:
+    import moeisr.models  # noqa: F401  (registers the model names)
+    from moeisr.models.base import compute_knob
     from moeisr.models.checkpoint import read_checkpoint
+    from moeisr.registry import models
 
-    return read_checkpoint(path)["model"]["name"] == "moeisr"
+    try:
+        return compute_knob(models.get(read_checkpoint(path)["model"]["name"])) is not None
+    except KeyError:
+        return False
 
 
 def write_expert_map(model, lr, size, path: Path, chunk_size, cell_clamp, knob) -> None:

@@ -39,6 +39,7 @@ from moeisr.evaluate.cache import (
     make_key,
 )
 from moeisr.metrics import psnr, ssim
+from moeisr.models.base import compute_knob
 from moeisr.provenance import current_commit
 
 PROTOCOL_VERSION = 2  # 2: LTE-family models decode with LTE's cell clamp (rows of LIIF and bicubic are unchanged)
@@ -64,7 +65,8 @@ class ModelEntry:
 
     @property
     def is_moe(self) -> bool:
-        return self.model is not None and hasattr(self.model, "expert_map")
+        """Whether the model has an inference compute knob (`moeisr.models.base.compute_knob`)."""
+        return compute_knob(self.model) is not None
 
 
 def bicubic_entry() -> ModelEntry:
@@ -170,7 +172,7 @@ def super_resolve(
     """SR of 1×3×h×w `lr` to `size` in [0, 1] with the entry's model (or bicubic)."""
     if entry.model is None:
         return upscale_bicubic(lr, size).clamp(0, 1)
-    kwargs = {"routing_knob": knob} if entry.is_moe and knob is not None else {}
+    kwargs = {compute_knob(entry.model): knob} if entry.is_moe and knob is not None else {}
     if precision != "fp32":
         kwargs["precision"] = precision
     return entry.model.upscale(lr, size, chunk_size=chunk_size, cell_clamp=entry.cell_clamp, **kwargs)

@@ -104,6 +104,15 @@ def executing() -> bool:
     return _EXECUTING.get()
 
 
+def compute_knob(model) -> str | None:
+    """The `upscale` keyword of `model`'s inference compute knob (a model instance or class), or None.
+
+    The one predicate for "does this model trade compute for quality at inference" (MoEISR's routing knob; any
+    later method with such a knob sets `compute_knob_name`). None for bicubic (None) and plain LIIF/LTE.
+    """
+    return getattr(model, "compute_knob_name", None) if model is not None else None
+
+
 class ImplicitSR(nn.Module):
     """Base class of arbitrary-scale models decoded per query point.
 
@@ -115,6 +124,10 @@ class ImplicitSR(nn.Module):
     spec: dict
     imnet: nn.Module
     imnet_in_dim: int
+    # The `upscale` keyword of the model's inference compute knob (MoEISR: "routing_knob"), None if it has none;
+    # read it through `compute_knob`. `has_routing_loss`: trained with a routing loss (MoEISR).
+    compute_knob_name: str | None = None
+    has_routing_loss: bool = False
 
     def _set_everywhere(self, key: str, value) -> None:
         """An inference setting, on this model and every ImplicitSR inside (not saved in checkpoints)."""

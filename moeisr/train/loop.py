@@ -80,9 +80,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def is_routed(model_name: str) -> bool:
-    """Whether `model_name` is MoEISR (a model trained with a routing loss)."""
+    """Whether the registered model `model_name` trains with a routing loss (`has_routing_loss`, MoEISR)."""
     try:
-        return models.get(model_name) is models.get("moeisr")
+        return bool(getattr(models.get(model_name), "has_routing_loss", False))
     except KeyError:
         return False
 
@@ -154,7 +154,7 @@ def initialise_from_parent(model: nn.Module, checkpoint: Path) -> None:
     The checkpoint's model spec must equal the backbone spec (MoEISR) or the model spec, else UserError.
     """
     parent = load_model(checkpoint)
-    target = model.backbone if hasattr(model, "backbone") and hasattr(model, "experts") else model
+    target = model.backbone if model.has_routing_loss else model
     mismatch = _spec_mismatch(parent.spec, target.spec)
     if mismatch:
         what = "backbone" if target is not model else "model"
@@ -441,7 +441,7 @@ class _Run:
                 batch = _to(batch, ctx.device)
                 lr = self.schedule.apply(step)
                 generator = None
-                if getattr(self.model, "router", None) is not None:
+                if self.model.has_routing_loss:
                     generator = torch.Generator(device=ctx.device)
                     generator.manual_seed(derived_seed("gumbel", exp.train.seed, step, ctx.rank))
                 loss, l1, balance = objective(batch["inp"], batch["coord"], batch["cell"], batch["gt"], generator)

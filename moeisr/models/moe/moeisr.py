@@ -60,6 +60,9 @@ class MoEISR(ImplicitSR):
               "routing_knob": 0.0}.
     """
 
+    compute_knob_name = "routing_knob"
+    has_routing_loss = True
+
     def __init__(self, backbone_spec, experts=None, mapper=None, routing=None):
         super().__init__()
         mapper_cfg = _merge(MAPPER_DEFAULTS, mapper, "mapper")
