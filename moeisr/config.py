@@ -730,6 +730,9 @@ def load_experiment(
         inherited = {"model": {"name": parent.spec.model.name, "args": copy.deepcopy(parent.spec.model.args)}}
         if not any(isinstance(lay, Mapping) and "name" in (lay.get("model") or {}) for _, lay in layers):
             layers.insert(0, (f"{parent.path} (model inherited through init_from)", inherited))
+        layers = [(source, _substitute(lay, INHERIT_TOKEN, inherited["model"])) for source, lay in layers]
+    elif any(_contains(lay, INHERIT_TOKEN) for _, lay in layers):
+        raise UserError(f"{path}: '{INHERIT_TOKEN}' names the init_from experiment's model, but init_from is not set")
 
     merged: dict = {}
     provenance: dict[str, str] = {}
@@ -760,6 +763,32 @@ def load_experiment(
     if spec.init_from is not None and (parent is None or parent.name != spec.init_from):
         parent = _load_parent(spec.init_from, path, profile, profiles_path, (*_chain, path.resolve()), provenance)
     return Experiment(name=name, profile=profile, spec=spec, path=path, parent=parent, provenance=provenance)
+
+
+# A model arg whose value is this string takes the `init_from` experiment's model spec (as loaded under the same
+# profile), e.g. MoEISR's `backbone_spec: "@init_from"`: one copy of the backbone spec, in the backbone's file.
+INHERIT_TOKEN = "@init_from"
+
+
+def _substitute(value, token: str, replacement):
+    """`value` with every string equal to `token` replaced by a deep copy of `replacement` (mappings, lists)."""
+    if isinstance(value, str) and value == token:
+        return copy.deepcopy(replacement)
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, token, replacement) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, token, replacement) for v in value]
+    return value
+
+
+def _contains(value, token: str) -> bool:
+    if isinstance(value, str):
+        return value == token
+    if isinstance(value, Mapping):
+        return any(_contains(v, token) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains(v, token) for v in value)
+    return False
 
 
 def _related(a: str, b: str) -> bool:

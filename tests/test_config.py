@@ -291,3 +291,25 @@ def test_nan_or_inf_written_in_the_spec_file_is_a_one_line_error(exp_dir, text, 
         load_experiment(path, "smoke")
     message = str(info.value)
     assert str(path) in message and f"'{key}' must be a finite number" in message and "\n" not in message
+
+
+def test_an_init_from_experiment_inherits_its_parents_model(tmp_path):
+    (tmp_path / "profiles.yaml").write_text("profiles:\n  small: {}\n  tiny: {}\n")
+    (tmp_path / "base.yaml").write_text(
+        "model: {name: liif, args: {encoder_spec: {name: edsr-baseline, args: {n_feats: 64}}}}\n"
+        "profiles:\n  tiny:\n    model.args.encoder_spec.args: {n_feats: 8}\n"
+    )
+    (tmp_path / "child.yaml").write_text("init_from: base\n")
+    (tmp_path / "moe.yaml").write_text(
+        'init_from: base\nmodel: {name: moeisr, args: {backbone_spec: "@init_from", experts: depth}}\n'
+    )
+    (tmp_path / "orphan.yaml").write_text('model: {name: moeisr, args: {backbone_spec: "@init_from"}}\n')
+    for profile, feats in (("small", 64), ("tiny", 8)):
+        parent = load_experiment(tmp_path / "base.yaml", profile)
+        child = load_experiment(tmp_path / "child.yaml", profile)
+        moe = load_experiment(tmp_path / "moe.yaml", profile)
+        assert child.spec.model == parent.spec.model  # the parent's model, under the same profile
+        assert moe.spec.model.args["backbone_spec"] == {"name": "liif", "args": parent.spec.model.args}
+        assert moe.spec.model.args["backbone_spec"]["args"]["encoder_spec"]["args"]["n_feats"] == feats
+    with pytest.raises(UserError, match="init_from is not set"):
+        load_experiment(tmp_path / "orphan.yaml", "small")

@@ -37,9 +37,6 @@ def test_equal_budget_backbone_trains_exactly_like_the_moeisr_fine_tune(control,
     assert equal.data == fine_tune.data
     assert equal.train.seed == fine_tune.train.seed and equal.train.deterministic == fine_tune.train.deterministic
     assert equal.loss.l1 == fine_tune.loss.l1 and equal.loss.balance_weight == 0
-    # the same model as the backbone it starts from, so the fine-tune loads the backbone's weights as they are
-    assert equal.model == parent.model
-    assert build_model(equal).spec == build_model(parent).spec
     assert equal.config_hash not in (parent.config_hash, fine_tune.config_hash)
 
 
