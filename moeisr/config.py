@@ -722,8 +722,9 @@ def load_experiment(
     # An experiment that starts from another inherits its model spec: the parent's model (as loaded under
     # this profile) is the lowest layer, and this file's `model` keys, if any, override it.
     parent = None
-    init_from = next((lay["init_from"] for _, lay in reversed(layers) if isinstance(lay, Mapping) and
-                      lay.get("init_from")), None)
+    init_from = next(
+        (lay["init_from"] for _, lay in reversed(layers) if isinstance(lay, Mapping) and lay.get("init_from")), None
+    )
     if isinstance(init_from, str) and _NAME_RE.match(init_from):
         parent = _load_parent(init_from, path, profile, profiles_path, (*_chain, path.resolve()), {})
         inherited = {"model": {"name": parent.spec.model.name, "args": copy.deepcopy(parent.spec.model.args)}}
