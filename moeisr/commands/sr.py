@@ -222,7 +222,7 @@ def _is_moe_checkpoint(path: str) -> bool:
     from moeisr.registry import models
 
     try:
-        return compute_knob(models.get(read_checkpoint(path)["model"]["name"])) is not None
+        return compute_knob(models.get(read_checkpoint(path)["model"]["name"])) == "routing_knob"
     except KeyError:
         return False
 

@@ -64,7 +64,7 @@ class ModelEntry:
     cell_clamp: float | None = None  # the protocol's cell clamp for this model (`protocol_cell_clamp`)
 
     @property
-    def is_moe(self) -> bool:
+    def has_knob(self) -> bool:
         """Whether the model has an inference compute knob (`moeisr.models.base.compute_knob`)."""
         return compute_knob(self.model) is not None
 
@@ -131,7 +131,7 @@ def grid_items(
         for dataset in grid.sets
         for path in images[dataset]
         for scale in grid.scales
-        for knob in ((knobs or {}).get(entry.name) or (grid.knobs if entry.is_moe else (None,)))
+        for knob in ((knobs or {}).get(entry.name) or (grid.knobs if entry.has_knob else (None,)))
     ]
 
 
@@ -172,7 +172,7 @@ def super_resolve(
     """SR of 1×3×h×w `lr` to `size` in [0, 1] with the entry's model (or bicubic)."""
     if entry.model is None:
         return upscale_bicubic(lr, size).clamp(0, 1)
-    kwargs = {compute_knob(entry.model): knob} if entry.is_moe and knob is not None else {}
+    kwargs = {compute_knob(entry.model): knob} if entry.has_knob and knob is not None else {}
     if precision != "fp32":
         kwargs["precision"] = precision
     return entry.model.upscale(lr, size, chunk_size=chunk_size, cell_clamp=entry.cell_clamp, **kwargs)

@@ -64,10 +64,12 @@ _ROOT = "model"
 class FlopReport:
     """FLOPs of one `upscale` call, split by component (all in FLOPs, see `convention`).
 
-    total = encoder + mapper + decoder + other.
+    total = encoder + mapper + latent + decoder + other.
     encoder: the feature encoder module (EDSR/RDN convs and their residual adds).
     mapper: MoEISR's mapper CNN (0 otherwise); the per-query logit sampling and routing are in `other`.
-    decoder: the per-query MLP (LIIF/LTE `imnet`, or MoEISR's experts as routed), MACs only.
+    latent: LMF's latent MLP (`hypernet`), at LR resolution, once per image and scale (0 otherwise).
+    decoder: the per-query MLP (LIIF/LTE `imnet`, or MoEISR's experts as routed), MACs only; for LMF the
+    render MLP (`imnet`) at HR resolution, its MACs and its modulations (a multiply and an add per hidden value).
     other: everything else; `other_parts` splits it into the remaining modules (e.g. LTE's `coef`, `freq`
     convs at LR resolution and its `phase` Linear) and "unscoped" (operations outside any submodule:
     input normalisation, coordinates, LIIF/LTE's decoder-input construction and Fourier features,
@@ -91,6 +93,7 @@ class FlopReport:
     scale: float
     routing: str
     routing_knob: float | None = None
+    latent: int = 0
     other_parts: dict[str, int] = field(default_factory=dict)
     per_expert: list[int] = field(default_factory=list)
     expert_queries: list[int] = field(default_factory=list)
@@ -181,13 +184,14 @@ def _positive_pair(value, name: str, letters: str) -> tuple[int, int]:
     return a, b
 
 
-def _components(model: nn.Module) -> tuple[str, str | None, str]:
-    """fvcore scope names (under the wrapper) of the encoder, mapper and decoder of `model`."""
+def _components(model: nn.Module) -> tuple[str, str | None, str | None, str]:
+    """fvcore scope names (under the wrapper) of the encoder, mapper, latent MLP and decoder of `model`."""
     if isinstance(model, MoEISR):
-        return f"{_ROOT}.backbone.encoder", f"{_ROOT}.mapper", f"{_ROOT}.experts"
+        return f"{_ROOT}.backbone.encoder", f"{_ROOT}.mapper", None, f"{_ROOT}.experts"
     if not (hasattr(model, "encoder") and hasattr(model, "imnet")):
         raise UserError(f"{type(model).__name__} is not an implicit SR model with an encoder and an imnet MLP")
-    return f"{_ROOT}.encoder", None, f"{_ROOT}.imnet"
+    latent = f"{_ROOT}.hypernet" if isinstance(getattr(model, "hypernet", None), nn.Module) else None
+    return f"{_ROOT}.encoder", None, latent, f"{_ROOT}.imnet"
 
 
 def _other_parts(wrapper: nn.Module, by_module: Mapping[str, int], components: set[str]) -> dict[str, int]:
@@ -266,6 +270,14 @@ def count(
         routing = "actual routing on the given image" if image is not None else "content-independent (knob ±inf)"
     elif routing_knob is not None:
         raise UserError(f"routing_knob applies to MoEISR models only, not to {type(model).__name__}")
+    elif getattr(model, "cmsr_table", None) is not None and (getattr(model, "cmsr_mse", None) or 0) > 0:
+        # LMF with CMSR on: which pixels are rendered at which scale depends on the image's modulations
+        if image is None:
+            raise UserError(
+                "LMF's FLOPs with CMSR on depend on the image: pass an LR image (--image LR.png), or turn CMSR off "
+                "(cmsr_mse None or 0)"
+            )
+        routing = f"CMSR at MSE threshold {model.cmsr_mse:g} on the given image"
     else:
         routing = "none (single decoder MLP)"
 
@@ -286,13 +298,15 @@ def count(
         zero_calls[anchor_op] -= wrapper.n_anchors
     zero_calls = +zero_calls  # drop the entries the anchors accounted for
 
-    encoder_name, mapper_name, decoder_name = _components(model)
+    encoder_name, mapper_name, latent_name, decoder_name = _components(model)
     total = int(by_module[""])
     encoder = int(by_module.get(encoder_name, 0))
     mapper = int(by_module.get(mapper_name, 0)) if mapper_name else 0
+    latent = int(by_module.get(latent_name, 0)) if latent_name else 0
     decoder = int(by_module.get(decoder_name, 0))
-    parts = _other_parts(wrapper, by_module, {n for n in (encoder_name, mapper_name, decoder_name) if n})
-    unscoped = total - encoder - mapper - decoder - sum(parts.values())
+    named = {n for n in (encoder_name, mapper_name, latent_name, decoder_name) if n}
+    parts = _other_parts(wrapper, by_module, named)
+    unscoped = total - encoder - mapper - latent - decoder - sum(parts.values())
     if unscoped:
         parts["unscoped"] = unscoped
 
@@ -302,12 +316,13 @@ def count(
         encoder=encoder,
         mapper=mapper,
         decoder=decoder,
-        other=total - encoder - mapper - decoder,
+        other=total - encoder - mapper - latent - decoder,
         lr_size=lr_size,
         out_size=size,
         scale=scale,
         routing=routing,
         routing_knob=knob,
+        latent=latent,
         other_parts=parts,
         by_operator={k: int(v) for k, v in sorted(by_operator.items())},
         zero_cost_ops=dict(sorted(zero_calls.items())),

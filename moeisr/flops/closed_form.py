@@ -176,3 +176,91 @@ def liif_projection(lr_pixels: int, in_dim: int, hidden_0: int, n_tail: int = 4)
     """The per-LR-pixel part of that first layer (a 3×3 conv of the features, once per image and MLP that
     decodes any query): lr_pixels · (in_dim − n_tail) · hidden_0."""
     return lr_pixels * (int(in_dim) - n_tail) * int(hidden_0)
+
+
+# LMF (He and Jin, CVPR 2024), official EDSR-baseline configs: (render hidden_dim, hidden_depth, latent hidden)
+LM_LIIF_RENDER = (16, 6)
+LM_LIIF_LATENT_HIDDEN = (208,)
+LM_LTE_RENDER = (16, 8)
+LM_LTE_LATENT_HIDDEN = (288,)
+
+
+def lmf_mod_dim(hidden_dim: int, hidden_depth: int, mod_scale: bool = True, mod_shift: bool = True) -> int:
+    """Modulation channels of the latent MLP's output: hidden_dim · hidden_depth per modulated kind."""
+    return hidden_dim * hidden_depth * (int(mod_scale) + int(mod_shift))
+
+
+def lmf_render_per_input(
+    in_dim: int, hidden_dim: int, hidden_depth: int, out_dim: int = 3, mod_scale: bool = True, mod_shift: bool = True
+) -> int:
+    """One render-MLP evaluation (one query and shift): Σ in·out MACs plus the modulations, 1 FLOP per hidden
+    value for the multiply by (1 + scale) and 1 for the add of the shift."""
+    return mlp_macs(in_dim, [hidden_dim] * hidden_depth, out_dim) + lmf_mod_dim(
+        hidden_dim, hidden_depth, mod_scale, mod_shift
+    )
+
+
+def lm_liif(
+    lr_size: tuple[int, int],
+    out_size: tuple[int, int],
+    feat_dim: int = 64,
+    render: tuple[int, int] = LM_LIIF_RENDER,
+    latent_hidden: Sequence[int] = LM_LIIF_LATENT_HIDDEN,
+    feat_unfold: bool = True,
+    cell_decode: bool = True,
+    mod_input: bool = True,
+    local_ensemble: bool = True,
+) -> dict[str, int]:
+    """LM-LIIF's parts beyond the encoder for one image, by component (FLOPs in our convention).
+
+    With h×w LR pixels, Q = H·W output pixels, C = feat_dim, render MLP n wide and D deep, K = 4 shifts:
+    - "latent": the latent MLP once per LR pixel, in = 9C (+2 cell), out = 2·n·D (+n with mod_input):
+      h·w · Σ in·out. Default (C = 64): 2304 · (578·208 + 208·208) at 48×48;
+    - "render": Q · K · (Σ in·out + 2·n·D), in = n (or C without mod_input) + 2 (+2 cell):
+      default 4 · (20·16 + 5·16·16 + 16·3 + 2·16·6) = 7,360 per output pixel.
+    """
+    (h, w), (H, W) = lr_size, out_size
+    n, depth = render
+    latent_in = feat_dim * (9 if feat_unfold else 1) + (2 if cell_decode else 0)
+    latent_out = lmf_mod_dim(n, depth) + (n if mod_input else 0)
+    render_in = (n if mod_input else feat_dim) + 2 + (2 if cell_decode else 0)
+    k = ENSEMBLE if local_ensemble else 1
+    return {
+        "latent": h * w * mlp_macs(latent_in, latent_hidden, latent_out),
+        "render": H * W * k * lmf_render_per_input(render_in, n, depth),
+    }
+
+
+def lm_lte(
+    lr_size: tuple[int, int],
+    out_size: tuple[int, int],
+    feat_dim: int = 64,
+    hidden_dim: int = 128,
+    render: tuple[int, int] = LM_LTE_RENDER,
+    latent_hidden: Sequence[int] = LM_LTE_LATENT_HIDDEN,
+    cell_decode: bool = True,
+    mod_input: bool = True,
+    local_ensemble: bool = True,
+) -> dict[str, int]:
+    """LM-LTE's parts beyond the encoder for one image, by component (FLOPs in our convention).
+
+    With h×w LR pixels, Q = H·W output pixels, C = feat_dim, d = hidden_dim, render MLP n wide and D deep:
+    - "coef_freq": LTE's two 3×3 convs at LR resolution, 2 · h·w·9·C·d (in `other`);
+    - "phase": the latent phase Linear(2 → d/2), once per image: d (in `other`);
+    - "imphase": the render phase Linear(2 → n/2), once per query: Q · n (in `other`, with mod_input);
+    - "latent": the latent MLP once per LR pixel, in = d, out = 2·n·D (+2n with mod_input): h·w · Σ in·out;
+    - "render": Q · K · (Σ in·out + 2·n·D), in = n (d without mod_input).
+    """
+    (h, w), (H, W) = lr_size, out_size
+    n, depth = render
+    q = H * W
+    render_in = n if mod_input else hidden_dim
+    latent_out = lmf_mod_dim(n, depth) + (2 * n if mod_input else 0)
+    k = ENSEMBLE if local_ensemble else 1
+    return {
+        "coef_freq": 2 * conv_macs(h, w, feat_dim, hidden_dim),
+        "phase": hidden_dim if cell_decode else 0,
+        "imphase": q * render_in if cell_decode else 0,
+        "latent": h * w * mlp_macs(hidden_dim, latent_hidden, latent_out),
+        "render": q * k * lmf_render_per_input(render_in, n, depth),
+    }

@@ -67,7 +67,7 @@ ZERO_COST_OPS: dict[str, str] = {
             "index", "index_select", "index_copy", "index_copy_", "index_put_", "gather", "scatter", "scatter_",
             "masked_fill", "masked_fill_", "cat", "stack", "view", "reshape", "flatten", "permute", "transpose",
             "t", "expand", "expand_as", "squeeze", "unsqueeze", "unsqueeze_", "slice", "select", "narrow",
-            "split", "split_with_sizes", "chunk", "unbind", "flip", "roll", "clone", "copy_", "contiguous",
+            "split", "split_with_sizes", "chunk", "unbind", "unflatten", "flip", "roll", "clone", "copy_", "contiguous",
             "as_strided", "detach", "alias", "lift_fresh", "repeat", "meshgrid", "pad", "constant_pad_nd",
             "reflection_pad2d", "replication_pad2d", "im2col", "upsample_nearest2d", "dropout", "fill_",
             "zero_", "size", "numel",
@@ -88,7 +88,8 @@ ZERO_COST_OPS: dict[str, str] = {
         (
             "relu", "relu_", "clamp", "clamp_", "clamp_min", "clamp_max", "max", "min", "maximum", "minimum",
             "argmax", "argmin", "argsort", "sort", "topk", "eq", "ne", "gt", "ge", "lt", "le", "where",
-            "__and__", "__or__", "bitwise_not", "logical_not", "logical_and", "nonzero", "isnan", "isinf",
+            "__and__", "__or__", "bitwise_not", "logical_not", "logical_and", "nonzero", "isnan", "isinf", "any",
+            "all",
         ),
         _SELECT,
     ),

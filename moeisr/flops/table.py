@@ -41,7 +41,11 @@ def format_report(report: FlopReport, title: str | None = None) -> str:
     lines.append(row.format("encoder", _g(report.encoder), _pct(report.encoder, report.total)))
     if report.per_expert or report.mapper:
         lines.append(row.format("mapper", _g(report.mapper), _pct(report.mapper, report.total)))
-    lines.append(row.format("decoder (MLP)", _g(report.decoder), _pct(report.decoder, report.total)))
+    if report.latent:
+        lines.append(row.format("latent MLP (LR)", _g(report.latent), _pct(report.latent, report.total)))
+        lines.append(row.format("render MLP (HR)", _g(report.decoder), _pct(report.decoder, report.total)))
+    else:
+        lines.append(row.format("decoder (MLP)", _g(report.decoder), _pct(report.decoder, report.total)))
     for j, flops in enumerate(report.per_expert):
         label = f"  expert {j} {_hidden(report.expert_hidden_lists[j])}"[:27]
         lines.append(

@@ -4,7 +4,7 @@ Importing this package registers every model in `moeisr.registry.models`, so tha
 checkpoint can be built by name.
 """
 
-from moeisr.models import decoders, encoders, mlp, moe  # noqa: F401  (registers the models)
+from moeisr.models import decoders, encoders, lmf, mlp, moe  # noqa: F401  (registers the models)
 from moeisr.models.base import ImplicitSR, upscale
 
 __all__ = ["ImplicitSR", "upscale"]

@@ -406,7 +406,7 @@ def reproduce(
         details = f"{len(rows)} rows; {len(written['figures'])} figures"
         record_stage(stage_times, "report", time.monotonic() - started, details, commit, did_work=True)
         grid_lines = _grid_lines(grid, large, too_small, sizes, profile)
-        deepest = {e.name: e.model.n_experts - 1 for e in entries if e.is_moe}
+        deepest = {e.name: e.model.n_experts - 1 for e in entries if e.model is not None and e.model.has_routing_loss}
         inputs = ReportInputs(
             profile=profile,
             commit=commit,
@@ -567,7 +567,7 @@ def _write_tables_and_figures(rows, sizes, entries, grid: Grid, paths: Paths, of
 
     offsets: model name → the steps its parent trained (fine-tunes' learning curves continue after them).
     """
-    moe_models = {e.name: e.model for e in entries if e.is_moe}
+    moe_models = {e.name: e.model for e in entries if e.model is not None and e.model.has_routing_loss}
     experts = {name: _expert_info(model) for name, model in moe_models.items()}
     rendered = {
         "Main table": ("main.md", tables.main_table(rows, sizes)),

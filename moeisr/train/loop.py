@@ -149,12 +149,18 @@ def converged(history: list[tuple[int, float]], step: int, window: int, min_gain
 
 
 def initialise_from_parent(model: nn.Module, checkpoint: Path) -> None:
-    """Start `model` from a trained checkpoint: MoEISR via `init_from_backbone`, others by loading its weights.
+    """Start `model` from a trained checkpoint: MoEISR via `init_from_backbone`; a model of another kind than the
+    parent's (e.g. LM-LIIF from LIIF) by copying the parent's encoder only (`copy_encoder`); others by loading all
+    of the parent's weights.
 
-    The checkpoint's model spec must equal the backbone spec (MoEISR) or the model spec, else UserError.
+    The checkpoint's model spec must equal the backbone spec (MoEISR) or the model spec, else UserError; for an
+    encoder-only copy the encoder specs must be equal.
     """
     parent = load_model(checkpoint)
     target = model.backbone if model.has_routing_loss else model
+    if target is model and _model_kind(parent.spec["name"]) is not _model_kind(model.spec["name"]):
+        copy_encoder(model, parent, source=str(checkpoint))
+        return
     mismatch = _spec_mismatch(parent.spec, target.spec)
     if mismatch:
         what = "backbone" if target is not model else "model"
@@ -166,6 +172,35 @@ def initialise_from_parent(model: nn.Module, checkpoint: Path) -> None:
         model.load_state_dict(parent.state_dict(), strict=True)
     else:
         init_from_backbone(model, parent)
+
+
+def _model_kind(name: str):
+    """The constructor behind a registered model name (aliases such as `lmliif` / `lm-liif` coincide)."""
+    try:
+        return models.get(name)
+    except KeyError:
+        return name
+
+
+def copy_encoder(model: nn.Module, parent: nn.Module, source: str = "parent") -> None:
+    """Copy `parent.encoder`'s weights into `model.encoder`, in place; the rest of `model` keeps its initialisation.
+
+    For a model that starts from a trained model of another kind (LM-LIIF from LIIF, LM-LTE from LTE): only the
+    encoder is shared. Both must have an `encoder` with the same spec, else UserError.
+    """
+    src, dst = getattr(parent, "encoder", None), getattr(model, "encoder", None)
+    if not isinstance(src, nn.Module) or not isinstance(dst, nn.Module):
+        raise UserError(
+            f"{source}: its model ({parent.spec['name']!r}) differs from this experiment's ({model.spec['name']!r}), "
+            "and only an encoder can be copied between different models; one of them has none"
+        )
+    mismatch = _spec_mismatch(getattr(src, "spec", None), getattr(dst, "spec", None))
+    if mismatch:
+        raise UserError(
+            f"{source}: its encoder does not match this experiment's encoder ({mismatch[:600]}); "
+            "use the same encoder_spec (and profile) as the parent"
+        )
+    dst.load_state_dict(src.state_dict(), strict=True)
 
 
 class TrainingObjective(nn.Module):
