@@ -19,7 +19,7 @@ from moeisr.ablations.spec import (
 from moeisr.cli import main
 from moeisr.errors import UserError
 from moeisr.flops.closed_form import mlp_macs
-from moeisr.report.reproduce import default_paths, load_experiments
+from moeisr.pipeline.reproduce import default_paths, load_experiments
 
 PROFILES = ("smoke", "cpu", "paper")
 CPU_HOURS = 8.0

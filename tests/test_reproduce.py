@@ -15,9 +15,9 @@ from test_pipeline_support import smoke_workspace
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import REQUIRED_COLUMNS
 from moeisr.models.checkpoint import read_checkpoint
-from moeisr.report.bundle import bundle_status, prepare_checkpoint
+from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
+from moeisr.pipeline.reproduce import ROLES, default_paths, load_experiments, reproduce
 from moeisr.report.report_md import family_reading
-from moeisr.report.reproduce import ROLES, default_paths, load_experiments, reproduce
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_check, reproduction_table
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
@@ -196,7 +196,7 @@ def test_a_model_subset_prepares_its_parents_and_evaluates_only_itself(workspace
 def test_concurrent_model_jobs_keep_each_others_timings(tmp_path):
     """Two `--models` jobs that read timings.json before either wrote keep both jobs' entries (the race that
     lost two experiments' train timings when the cpu models were trained as parallel jobs)."""
-    from moeisr.report.reproduce import _load_timings, _save_timings
+    from moeisr.pipeline.reproduce import _load_timings, _save_timings
 
     path = tmp_path / "timings.json"
     _save_timings(path, {"profile": "cpu", "commit": "a", "stages": {"train (liif)": {"seconds": 1}}}, {})

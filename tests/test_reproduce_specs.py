@@ -7,7 +7,7 @@ from moeisr.config import load_experiment
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size
 from moeisr.evaluate.runner import Grid
-from moeisr.report.reproduce import (
+from moeisr.pipeline.reproduce import (
     BUNDLE_LIMIT_MB,
     MIN_LR_SIDE,
     ROLES,

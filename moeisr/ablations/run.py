@@ -3,7 +3,7 @@ and write the CSVs, tables, figures and the ablation section of REPORT.md.
 
 Stages, each optional, always in this order:
 
-- **train**: each selected row (and its reference) through `moeisr.report.bundle.prepare_checkpoint`: its bundle
+- **train**: each selected row (and its reference) through `moeisr.pipeline.bundle.prepare_checkpoint`: its bundle
   `<results>/ablations/checkpoints/<row>.pt` is reused when its config hash matches, else the row fine-tunes into
   `<runs>/<profile>/ablations/<row>` (resuming from last.pt) from the main job's backbone checkpoint
   (`<results>/checkpoints/liif.pt` / `lte.pt`). The main job's checkpoints are reused, never retrained, unless
@@ -14,7 +14,7 @@ Stages, each optional, always in this order:
 - **report**: `<results>/ablations/*.csv`, `<results>/tables/ablations.md`, `<results>/figures/ablations_*.png`, and
   the ablation section spliced into `<results>/REPORT.md` if that exists.
 
-Folders are the main job's (`moeisr.report.reproduce.default_paths`): results `results/` (cpu) or
+Folders are the main job's (`moeisr.pipeline.reproduce.default_paths`): results `results/` (cpu) or
 `<runs>/<profile>/results` (smoke), the same evaluation cache, so rows the main job computed (the backbones, the
 argmax routing of the main models) are reused. Everything is resumable: checkpoints by config hash and last.pt,
 evaluation rows by the cache, one image at a time.
@@ -56,10 +56,10 @@ from moeisr.evaluate.cache import ResultsCache
 from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
+from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
+from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit, header
-from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
-from moeisr.report.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
 from moeisr.report.tables import dataset_label
 
 STAGES = ("train", "eval", "sweep", "report")

@@ -67,7 +67,7 @@ def add_pipeline_arguments(
     parser, *, stages_from: str, stage_names: str, overrides_help: str, retrain_help: str
 ) -> None:
     """The options `moeisr reproduce` and `moeisr ablations` share (both resolve their folders through
-    `moeisr.report.reproduce.default_paths`): the profile, the stages (a subset of the STAGES of the module
+    `moeisr.pipeline.reproduce.default_paths`): the profile, the stages (a subset of the STAGES of the module
     `stages_from`, shown as `stage_names`), the folders, `--set` spec overrides, `--retrain`, the device and
     `--no-progress`."""
     parser.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
     )
     add_pipeline_arguments(
         parser,
-        stages_from="moeisr.report.reproduce",
+        stages_from="moeisr.pipeline.reproduce",
         stage_names="train,eval,report",
         overrides_help="override a spec key of every experiment, e.g. --set eval.limit=2 (hashed keys change the "
         "config hash)",
@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from moeisr.report.reproduce import reproduce
+    from moeisr.pipeline.reproduce import reproduce
 
     reproduce(large_scales=args.large_scales, models=args.models, full=args.full, **pipeline_options(args))
     return 0

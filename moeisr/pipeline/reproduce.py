@@ -48,10 +48,10 @@ from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys, requested_metrics
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
+from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 from moeisr.report import figures, tables
-from moeisr.report.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
 STAGES = ("train", "eval", "check", "report")
