@@ -21,10 +21,10 @@ def test_bad_argument_values_give_one_line_errors(capsys, tmp_path):
     from moeisr.cli import main
 
     out = str(tmp_path / "x.csv")
-    assert main(["eval", "bicubic", "--sets", "Set5", "--scales", "x2", "--out", out]) == 2
+    assert main(["eval", "bicubic", "--sets", "Set5", "--scales", "two", "--out", out]) == 2
     assert main(["eval", "bicubic", "--sets", "Set5", "--routing-knob", "abc", "--out", out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "moeisr: error: --scales: 'x2' is not a number; use e.g. --scales 2,3,4",
-        "moeisr: error: --routing-knob 'abc' is not a number, inf, -inf, 'cheapest' or 'deepest'",
+        "moeisr eval: error: --scales: 'two' is not a number; use e.g. --scales 2,3,4",
+        "moeisr eval: error: --routing-knob 'abc' is not a number, inf, -inf, 'cheapest' or 'deepest'",
     ]

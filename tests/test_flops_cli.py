@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from moeisr.cli import main
+from moeisr.commands.arguments import parse_size
 from moeisr.data.images import load_image
 from moeisr.data.roots import data_root
 from moeisr.flops import count
-from moeisr.flops.source import build_from_spec, model_spec_from_yaml, parse_knob, parse_lr_size
+from moeisr.flops.source import build_from_spec, model_spec_from_yaml, parse_knob
 from moeisr.models.checkpoint import load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_model_spec_table_and_json(tmp_path, capsys):
         assert any(line.startswith(row) for line in table.splitlines())
     assert run(spec, "--lr-size", "12x10", "--scale", 2.5, "--json") == 0
     data = json.loads(capsys.readouterr().out)
-    expected = count(build_from_spec(model_spec_from_yaml(spec), "test"), (12, 10), 2.5)
+    expected = count(build_from_spec(model_spec_from_yaml(spec), "test"), (10, 12), 2.5)  # --lr-size is WxH
     assert data["total"] == expected.total and data["trained"] is False and data["uncounted_ops"] == {}
 
 
@@ -72,7 +73,7 @@ def test_experiment_spec_with_profile(tmp_path, capsys):
     shutil.copy(REPO / "experiments" / "profiles.yaml", tmp_path / "profiles.yaml")
     body = "\n".join("  " + line for line in LIIF_SPEC.splitlines())
     exp = write(tmp_path / "tiny_liif.yaml", f"model:\n{body}\n")
-    assert run(exp, "--lr-size", "8x9", "--scale", 2, "--profile", "cpu", "--json") == 0
+    assert run(exp, "--lr-size", "9x8", "--scale", 2, "--profile", "cpu", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"] == "liif" and data["out_size"] == [16, 18]
     assert run(exp, "--lr-size", "8x9", "--scale", 2, "--profile", "nope") == 2
@@ -87,7 +88,7 @@ def test_checkpoint_with_image_matches_the_library(tmp_path, lr_png, capsys):
     expected = count(load_model(ckpt), None, 3, image=load_image(lr_png))
     assert data["trained"] is True and data["lr_size"] == [12, 10] and data["out_size"] == [36, 30]
     assert data["per_expert"] == expected.per_expert and data["total"] == expected.total
-    assert run(ckpt, "--image", lr_png, "--lr-size", "12x10", "--scale", 3, "--routing-knob=-inf") == 0
+    assert run(ckpt, "--image", lr_png, "--lr-size", "10x12", "--scale", 3, "--routing-knob=-inf") == 0
     table = capsys.readouterr().out
     assert "-inf (all deepest)" in table and "expert 1 [16]*2" in table and "pixels 100.0%" in table
 
@@ -117,8 +118,8 @@ def test_moeisr_without_image_needs_an_infinite_knob(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--lr-size", "12x", "--scale", "2"], "--lr-size '12x' is not HxW"),
-        (["--lr-size", "0x5", "--scale", "2"], "is not HxW"),
+        (["--lr-size", "12x", "--scale", "2"], "--lr-size '12x' is not WxH"),
+        (["--lr-size", "0x5", "--scale", "2"], "is not WxH"),
         (["--lr-size", "8x8", "--scale", "0.5"], "scale 0.5 is not supported"),
         (["--lr-size", "8x8", "--scale", "nan"], "scale nan is not supported"),
         (["--lr-size", "8x8", "--scale", "two"], "scale 'two' is not a number"),
@@ -156,5 +157,5 @@ def test_bad_sources_are_one_line_errors(tmp_path, capsys, name, text, message):
 
 
 def test_parsers():
-    assert parse_lr_size("180x125") == (180, 125) and parse_lr_size(" 3 × 4 ") == (3, 4)
+    assert parse_size("--lr-size", "125x180") == (180, 125) and parse_size("--lr-size", " 3 × 4 ") == (4, 3)
     assert parse_knob("deepest") == float("-inf") and parse_knob("-inf") == float("-inf") and parse_knob("0.5") == 0.5

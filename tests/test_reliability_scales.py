@@ -107,4 +107,4 @@ def test_a_one_pixel_lr_size_is_refused_by_flops(tmp_path, capsys):
     spec = tmp_path / "liif.yaml"
     spec.write_text(LIIF_SPEC)
     code, err = cli(capsys, "flops", spec, "--lr-size", "1x9", "--scale", 2)
-    assert_refused(code, err, "the LR size (--lr-size) is 9x1 pixels; super-resolution needs at least 2x2")
+    assert_refused(code, err, "the LR size (--lr-size) is 1x9 pixels; super-resolution needs at least 2x2")

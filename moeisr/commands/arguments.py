@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -17,8 +18,26 @@ def csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+# "x4", "4x", "X4", "×4" (how papers and file names write a scale) are the number 4
+_SCALE_MARK = re.compile(r"\s*(?:[xX×]\s*(?P<after>[^xX×]+?)|(?P<before>[^xX×]+?)\s*[xX×])\s*")
+
+
+def strip_scale_mark(text: str) -> str:
+    """'x4', '4x', 'X4', '×3.7' → '4' / '3.7' (any other text unchanged, for the caller to validate)."""
+    match = _SCALE_MARK.fullmatch(str(text))
+    return (match["after"] or match["before"]) if match else str(text).strip()
+
+
+def parse_scale_text(text: str) -> float:
+    """A --scale value: a number, optionally written x4 / 4x / X4, finite and >= 1; UserError otherwise."""
+    from moeisr.models.base import parse_scale
+
+    return parse_scale(strip_scale_mark(text))
+
+
 def scale_list(option: str, example: str, allow_none: bool = False):
-    """An argparse `type=` for comma-separated scales, each finite and >= 1; 'none' → [] if allowed."""
+    """An argparse `type=` for comma-separated scales (each as `strip_scale_mark` reads it), each finite and
+    >= 1; 'none' → [] if allowed."""
 
     def parse(text: str) -> list[float]:
         if allow_none and text.strip().lower() in ("", "none"):
@@ -26,7 +45,7 @@ def scale_list(option: str, example: str, allow_none: bool = False):
         scales = []
         for item in csv_list(text):
             try:
-                value = float(item)
+                value = float(strip_scale_mark(item))
             except ValueError:
                 raise UserError(f"{option}: {item!r} is not a number; use e.g. {option} {example}") from None
             if not math.isfinite(value) or value < 1:
@@ -35,6 +54,33 @@ def scale_list(option: str, example: str, allow_none: bool = False):
         return scales
 
     return parse
+
+
+# Every image size the CLI reads or prints is width x height (columns x rows), as Pillow, image viewers and
+# `file` show it: `moeisr sr --size`, `moeisr flops --lr-size`, and the messages naming an image's size.
+SIZE_ORDER_HELP = "width x height in pixels (columns x rows, as image viewers show it)"
+
+
+def parse_size(option: str, text: str, example: str = "1920x1080") -> tuple[int, int]:
+    """'WxH' (width x height, e.g. '1920x1080'; 'x', 'X' or '×') → (H, W), the (rows, columns) the library
+    takes; UserError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise UserError(
+            f"{option} {text!r} is not WxH ({SIZE_ORDER_HELP}) with positive integers, e.g. {option} {example}"
+        )
+    return int(match[2]), int(match[1])
+
+
+def set_list(text: str) -> list[str]:
+    """An argparse `type=` for comma-separated set names, each mapped to its canonical spelling ('set5' →
+    'Set5', 'bsd100' → 'B100'); UserError naming the nearest valid name otherwise."""
+    from moeisr.data.layout import canonical_set_name
+
+    names = [canonical_set_name(item) for item in csv_list(text)]
+    if not names:
+        raise UserError(f"--sets {text!r} names no set; use e.g. --sets Set5,Set14")
+    return list(dict.fromkeys(names))
 
 
 def stage_list(module: str):

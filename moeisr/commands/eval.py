@@ -5,9 +5,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from moeisr.commands.arguments import csv_list, scale_list
+from moeisr.commands.arguments import scale_list, set_list
+from moeisr.commands.checkpoints import SHORT_NAME_HELP, resolve_checkpoint
+from moeisr.data.layout import BENCHMARK_SETS, canonical_set_name
 from moeisr.errors import UserError
 from moeisr.flops.source import parse_knob
+
+
+def csv_path(text: str) -> Path:
+    """--out: a .csv path; UserError for any other extension (eval writes CSV only)."""
+    path = Path(text)
+    if path.suffix.lower() != ".csv":
+        got = f"a {path.suffix} file" if path.suffix else "no extension"
+        raise UserError(f"--out {text}: moeisr eval writes CSV only, and this is {got}; use e.g. --out results.csv")
+    return path
 
 
 def add_parser(subparsers) -> None:
@@ -16,9 +27,27 @@ def add_parser(subparsers) -> None:
         help="evaluate checkpoints (or bicubic) on benchmark sets, with a resumable cache",
         description="Evaluate models on a grid of sets and scales. Rows already in the cache are not recomputed.",
     )
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="'bicubic', a checkpoint, or NAME=CHECKPOINT")
-    parser.add_argument("--sets", type=csv_list, default=["Set5", "Set14", "B100", "Urban100"])
-    parser.add_argument("--scales", type=scale_list("--scales", "2,3,4"), default=[2.0, 3.0, 4.0])
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help=f"'bicubic', a checkpoint (.pt/.pth, ours or an official LIIF/LTE one), {SHORT_NAME_HELP}, or "
+        "NAME=CHECKPOINT to name its rows",
+    )
+    parser.add_argument(
+        "--sets",
+        type=set_list,
+        default=list(BENCHMARK_SETS),
+        metavar="SET,SET",
+        help=f"benchmark sets, comma-separated, any case (set5 is Set5) (default: {','.join(BENCHMARK_SETS)})",
+    )
+    parser.add_argument(
+        "--scales",
+        type=scale_list("--scales", "2,3,4"),
+        default=[2.0, 3.0, 4.0],
+        metavar="S,S",
+        help="upscaling factors, comma-separated, each >= 1 (2, 3.7, x4 or 4x) (default: 2,3,4)",
+    )
     parser.add_argument(
         "--limit",
         action="append",
@@ -32,15 +61,30 @@ def add_parser(subparsers) -> None:
         type=parse_knob,
         action="append",
         default=None,
+        metavar="V",
         help="MoEISR routing knob (repeatable; default: plain argmax routing)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="CSV of the requested grid, written atomically")
+    parser.add_argument(
+        "--out",
+        type=csv_path,
+        required=True,
+        metavar="OUT.csv",
+        help="CSV of the requested grid, written atomically (must end in .csv)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="results cache (default: OUT with .jsonl suffix)")
-    parser.add_argument("--protocol", choices=["benchmark", "div2k"], default="benchmark")
+    parser.add_argument(
+        "--protocol",
+        choices=["benchmark", "div2k"],
+        default="benchmark",
+        help="benchmark: PSNR/SSIM on Y with a scale-pixel border shaved, as the SR papers' benchmark tables; "
+        "div2k: on RGB with scale+6 shaved, as LIIF's DIV2K validation (default: benchmark)",
+    )
     parser.add_argument("--no-lpips", dest="lpips", action="store_false", help="skip LPIPS")
     parser.add_argument("--no-flops", dest="flops", action="store_false", help="skip FLOPs counting")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="data folder (default: $MOEISR_DATA, else ../shared/data)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -62,9 +106,9 @@ def run(args) -> int:
             entries.append(bicubic_entry())
             continue
         name, _, path = spec.rpartition("=")
-        entries.append(checkpoint_entry(path, name or None, device=args.device))
+        entries.append(checkpoint_entry(resolve_checkpoint(path), name or None, device=args.device))
     try:
-        limits = parse_limits(args.limit, args.sets)
+        limits = parse_limits([_canonical_limit(value) for value in args.limit], args.sets)
     except ValueError:
         raise UserError(f"--limit: use N or SET=N, got {args.limit}") from None
     grid = Grid(sets=args.sets, scales=args.scales, knobs=args.knobs or [None], limit=limits, protocol=args.protocol)
@@ -94,6 +138,12 @@ def run(args) -> int:
     print(summary.round(4).to_string())
     print(f"{new} new rows; {len(selected)} rows written to {args.out}")
     return 0
+
+
+def _canonical_limit(value: str) -> str:
+    """--limit 'set5=3' → 'Set5=3' (the set spelt as --sets spells it); 'N' as is."""
+    name, sep, count = value.rpartition("=")
+    return f"{canonical_set_name(name)}={count}" if sep else value
 
 
 def check_images(grid, root: Path | None) -> None:

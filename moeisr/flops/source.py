@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,14 +17,6 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 # weights of a model built from a spec are random; a fixed seed makes an untrained mapper's routing reproducible
 SPEC_SEED = 0
 KNOB_WORDS = {"cheapest": math.inf, "deepest": -math.inf}
-
-
-def parse_lr_size(text: str) -> tuple[int, int]:
-    """'HxW' (rows x columns, e.g. '180x125') → (H, W); UserError otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise UserError(f"--lr-size {text!r} is not HxW with positive integers (rows x columns), e.g. 180x125")
-    return int(match[1]), int(match[2])
 
 
 def parse_knob(text: str) -> float:

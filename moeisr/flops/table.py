@@ -32,7 +32,7 @@ def format_report(report: FlopReport, title: str | None = None) -> str:
     """A fixed-width table: components in GFLOPs and % of the total, experts, then zero/uncounted ops."""
     (h, w), (H, W) = report.lr_size, report.out_size
     lines = [
-        f"{title or report.model}: LR {h}x{w} -> {H}x{W} (x{report.scale:g}, HxW)",
+        f"{title or report.model}: LR {w}x{h} -> {W}x{H} (x{report.scale:g}, WxH)",
         f"routing: {report.routing}; knob {_knob(report.routing_knob)}",
         "GFLOPs (fvcore: 1 MAC = 1 FLOP; element-wise arithmetic 1 FLOP per element)",
         f"{'component':<28}{'GFLOPs':>10}{'share':>8}",
