@@ -4,6 +4,7 @@ they average the same images as the markers."""
 import pandas as pd
 from PIL import Image
 
+from moeisr.evaluate import pictures
 from moeisr.report import figures
 
 
@@ -74,7 +75,7 @@ def test_best_box_is_the_window_of_largest_sum():
 
     score = torch.rand(37, 29)
     size, step = 8, 4
-    top, left = figures.best_box(score, size, step)
+    top, left = pictures.best_box(score, size, step)
     brute = {
         (t, ll): float(score[t : t + size, ll : ll + size].sum())
         for t in range(0, 37 - size + 1, step)
@@ -104,12 +105,12 @@ def test_the_qualitative_crop_is_where_the_models_gain_most_over_bicubic():
 
     hr = load_image(list_images("Set5", limit=2)[1])[:, :96, :120]  # bird
     hr_cropped, lr = degrade(hr, 4)
-    crops = figures.qualitative_crops("Set5/bird", hr, 4, {"bicubic": None, "oracle": _Oracle(hr_cropped)}, crop=24)
+    crops = pictures.qualitative_crops("Set5/bird", hr, 4, {"bicubic": None, "oracle": _Oracle(hr_cropped)}, crop=24)
     bicubic = upscale_bicubic(lr[None], hr_cropped.shape[-2:])[0].clamp(0, 1)
     error = (bicubic.mean(0) - hr_cropped.mean(0)) ** 2
     top, left, side, _ = crops.box
     assert side == 24 and top % 4 == 0 and left % 4 == 0
-    assert (top, left) == figures.best_box(error, 24, 4)
+    assert (top, left) == pictures.best_box(error, 24, 4)
     labels = [label for label, _, _ in crops.panels]
     assert labels == ["HR", "bicubic", "oracle"]
     assert torch.equal(crops.panels[1][1], bicubic[:, top : top + 24, left : left + 24])

@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 from test_pipeline_support import smoke_workspace
 
+from moeisr.commands.reproduce import run_reproduce as reproduce
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import REQUIRED_COLUMNS
+from moeisr.evaluate.recheck import reproduction_check
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
-from moeisr.pipeline.reproduce import ROLES, default_paths, load_experiments, reproduce
+from moeisr.pipeline.reproduce import ROLES, default_paths, load_experiments
 from moeisr.report.report_md import family_reading
-from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_check, reproduction_table
+from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
 

@@ -51,7 +51,28 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from moeisr.pipeline.reproduce import reproduce
-
-    reproduce(large_scales=args.large_scales, models=args.models, full=args.full, **pipeline_options(args))
+    run_reproduce(large_scales=args.large_scales, models=args.models, full=args.full, **pipeline_options(args))
     return 0
+
+
+def run_reproduce(profile: str = "cpu", **options):
+    """The main job: the pipeline's stages (`moeisr.pipeline.reproduce`), then, with the report stage, the one
+    REPORT.md writer (`moeisr.report.render`); a failed reproduction check raises after the report is written."""
+    from moeisr.errors import UserError
+    from moeisr.evaluate import recheck
+    from moeisr.pipeline.reproduce import STAGES, reproduce
+    from moeisr.report.render import render_results
+
+    result = reproduce(profile, **options)
+    if "report" in options.get("stages", STAGES):
+        render_results(result.paths.results, log=options.get("log", print))
+    if result.recheck is not None and not bool(result.recheck["within"].all()):
+        bad = result.recheck[~result.recheck["within"]]
+        first = bad.iloc[0]
+        raise UserError(
+            f"reproduction check FAILED: {len(bad)} of {len(result.recheck)} recomputed rows differ from the cache "
+            f"by more than {recheck.PSNR_TOLERANCE_DB} dB or in GFLOPs (first: {first['model']} "
+            f"{first['dataset']}/{first['image']} x{first['scale']:g}, ΔPSNR {first['dpsnr']:+.4f} dB); see "
+            f"{result.paths.results / 'reproduction.csv'}"
+        )
+    return result

@@ -17,7 +17,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from moeisr.data.images import load_image
+from moeisr.errors import UserError
 from moeisr.evaluate.runner import FlopsFn, Grid, GridItem, ModelEntry, evaluate_one, grid_items, item_key
+from moeisr.evaluate.tidy import MATCH_KEYS, MODEL_ORDER
 
 SAMPLE_SEED = 0
 CHECKED_SCALES = (2.0, 3.0, 4.0)  # the in-distribution cells every main model is checked on
@@ -134,3 +136,85 @@ def summary(comparison: pd.DataFrame) -> pd.DataFrame:
             "outside": grouped["within"].apply(lambda w: int((~w).sum())),
         }
     ).reset_index()
+
+
+# ------------------------------------------------------------------- the eval stage against a previous main.csv
+
+
+def read_rows_csv(path) -> pd.DataFrame | None:
+    """A previously written main.csv (identifier columns read as text), or None if there is none."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    text_columns = {c: str for c in ("model", "run_id", "ckpt_hash", "config_hash", "dataset", "image", "knob")}
+    try:
+        return pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: cannot read the committed results ({exc}); move it away to regenerate it") from None
+
+
+def _match_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["scale"] = out["scale"].astype(float)
+    out["knob"] = out["knob"].astype(str)
+    out["image"] = out["image"].astype(str)
+    out["ckpt_hash"] = out["ckpt_hash"].astype(str)
+    return out.drop_duplicates(subset=MATCH_KEYS, keep="last")
+
+
+def _max_abs(values: pd.Series) -> float:
+    values = values.abs().dropna()
+    return float(values.max()) if len(values) else math.nan
+
+
+def reproduction_check(committed: pd.DataFrame, recomputed: pd.DataFrame) -> pd.DataFrame:
+    """Per model: how recomputed rows differ from committed ones, matched on (model, dataset, image, scale, knob).
+
+    Columns: model, compared (rows in both), only_committed, only_recomputed, max_abs_dpsnr (dB), max_abs_dgflops,
+    same_checkpoints (every compared row has the same ckpt_hash). NaN maxima when nothing was compared.
+    """
+    old, new = _match_frame(committed), _match_frame(recomputed)
+    both = old.merge(new, on=MATCH_KEYS, suffixes=("_old", "_new"))
+    models = [m for m in MODEL_ORDER if m in set(old["model"]) | set(new["model"])]
+    models += sorted((set(old["model"]) | set(new["model"])) - set(models))
+    rows = []
+    for model in models:
+        pair = both[both["model"] == model]
+        keys_old = set(map(tuple, old.loc[old["model"] == model, MATCH_KEYS].to_numpy().tolist()))
+        keys_new = set(map(tuple, new.loc[new["model"] == model, MATCH_KEYS].to_numpy().tolist()))
+        rows.append(
+            {
+                "model": model,
+                "compared": len(pair),
+                "only_committed": len(keys_old - keys_new),
+                "only_recomputed": len(keys_new - keys_old),
+                "max_abs_dpsnr": _max_abs(pair["psnr_new"] - pair["psnr_old"]),
+                "max_abs_dgflops": _max_abs(pair["gflops_new"] - pair["gflops_old"]),
+                "same_checkpoints": bool(
+                    (pair["ckpt_hash_old"].astype(str) == pair["ckpt_hash_new"].astype(str)).all()
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def recheck_table(summary: pd.DataFrame, comparison: pd.DataFrame) -> str:
+    """Markdown of the sampled recheck: per model, the rows recomputed, max |ΔPSNR|, max relative |ΔGFLOPs| and
+    the rows outside the tolerance; then the sampled (set, scale, image) cells."""
+    rows = [
+        {
+            "model": r["model"],
+            "rows recomputed": str(int(r["recomputed"])),
+            "max |ΔPSNR| (dB)": f"{r['max_abs_dpsnr']:.4f}",
+            "max |ΔGFLOPs| (relative)": f"{r['max_rel_dgflops']:.1e}",
+            "outside tolerance": str(int(r["outside"])),
+        }
+        for _, r in summary.iterrows()
+    ]
+    cells = comparison.drop_duplicates(["dataset", "scale", "image"])
+    sample = ", ".join(
+        f"{d} ×{s:g}: {i}" for d, s, i in zip(cells["dataset"], cells["scale"], cells["image"], strict=True)
+    )
+    return pd.DataFrame(rows).to_markdown(index=False) + f"\n\nSampled images: {sample}.\n"

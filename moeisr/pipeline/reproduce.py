@@ -29,6 +29,7 @@ Default folders: runs `$MOEISR_RUNS` or `<repo>/runs`; results `<repo>/results` 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,25 +38,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.ablations.analysis import read_summary_if_any
 from moeisr.config import Experiment, load_experiment, with_loaded_parent
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size, load_image
 from moeisr.data.roots import repo_root
 from moeisr.errors import UserError
-from moeisr.evaluate import recheck
+from moeisr.evaluate import pictures, recheck
 from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache
+from moeisr.evaluate.recheck import read_rows_csv
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys, requested_metrics
+from moeisr.evaluate.tidy import MODEL_ORDER, dataset_label, sort_cells
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
 from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
-from moeisr.report import figures, tables
-from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
 STAGES = ("train", "eval", "check", "report")
 RECHECK_CSV = "reproduction.csv"  # the check stage's per-row comparison, in the results folder
+RUN_FILE = "run.json"  # what the report renders besides the tables: provenance, grid, checks, pictures
 DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  # relative to the repository
 
 
@@ -211,21 +212,10 @@ def grid_rows(cache: ResultsCache, keys: Sequence, config_hashes: dict[str, str]
     if selected.empty:
         return selected
     selected.insert(REQUIRED_COLUMNS.index("ckpt_hash") + 1, "config_hash", selected["model"].map(config_hashes))
-    rank = {m: i for i, m in enumerate(tables.MODEL_ORDER)}
-    selected = tables.sort_cells(selected)  # dataset, scale, knob, image; then models in MODEL_ORDER (stable)
+    rank = {m: i for i, m in enumerate(MODEL_ORDER)}
+    selected = sort_cells(selected)  # dataset, scale, knob, image; then models in MODEL_ORDER (stable)
     selected = selected.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
     return selected.reset_index(drop=True)
-
-
-def read_committed(path: Path) -> pd.DataFrame | None:
-    """A previously written main.csv (identifier columns read as text), or None if there is none."""
-    if not path.is_file():
-        return None
-    text_columns = {c: str for c in ("model", "run_id", "ckpt_hash", "config_hash", "dataset", "image", "knob")}
-    try:
-        return pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise UserError(f"{path}: cannot read the committed results ({exc}); move it away to regenerate it") from None
 
 
 # --------------------------------------------------------------------------------------- result
@@ -379,7 +369,7 @@ def reproduce(
         details = f"{len(comparison)} sampled rows recomputed and compared"
         record_stage(stage_times, "check", time.monotonic() - started, details, commit, did_work=True)
 
-    # ---- report -----------------------------------------------------------------------------------
+    # ---- report: publish the data the report draws ----------------------------------------------
     if "report" in stages:
         started = time.monotonic()
         hashes = {r.model: experiments[r.experiment].config_hash for r in ROLES} | {"bicubic": ""}
@@ -393,25 +383,19 @@ def reproduce(
                 "the tables cover the rest (run the eval stage to fill them)"
             )
         result.rows = rows
-        committed = read_committed(paths.main_csv)
-        check_md = _reproduction(committed, rows, paths, result, log, computed_keys=result.computed_keys)
+        eval_check = _eval_stage_check(read_rows_csv(paths.main_csv), rows, result, log)
         atomic_write_text(paths.main_csv, rows.to_csv(index=False))
         sizes = set_sizes(grid.sets)
-        offsets = {
-            r.model: experiments[experiments[r.experiment].init_from].optim.max_steps
-            for r in ROLES
-            if experiments[r.experiment].init_from
-        }
-        written = _write_tables_and_figures(rows, sizes, entries, grid, paths, offsets, device, log)
-        details = f"{len(rows)} rows; {len(written['figures'])} figures"
-        record_stage(stage_times, "report", time.monotonic() - started, details, commit, did_work=True)
-        grid_lines = _grid_lines(grid, large, too_small, sizes, profile)
-        deepest = {e.name: e.model.n_experts - 1 for e in entries if e.model is not None and e.model.has_routing_loss}
-        inputs = ReportInputs(
-            profile=profile,
-            commit=commit,
-            command=command,
-            experiments=[
+        pictures = _write_pictures(entries, grid, paths.figures / "data", device)
+        record_stage(stage_times, "report", time.monotonic() - started, f"{len(rows)} rows", commit, did_work=True)
+        moe = [e for e in entries if e.model is not None and e.model.has_routing_loss]
+        manifest = {
+            "profile": profile,
+            "commit": commit,
+            "command": command,
+            "mode": result.mode,
+            "rows_computed": result.rows_computed,
+            "experiments": [
                 {
                     **checkpoints[r.experiment].summary(),
                     "experiment": r.experiment,
@@ -420,28 +404,25 @@ def reproduce(
                 }
                 for r in ROLES
             ],
-            grid_lines=grid_lines,
-            timings=timings,
-            check_markdown=check_md,
-            paragraphs=reading(rows, sizes, deepest),
-            tables=written["tables"],
-            figures=written["figures"],
-            notes=_notes(profile, experiments),
-            ablations=ablation_section(paths.results),
-            speed=speed_section(paths.results),
-            eval_seconds=float(rows["seconds"].sum()) if "seconds" in rows else None,
-        )
-        atomic_write_text(paths.report, render_report(inputs))
-        log(f"[report] wrote {paths.main_csv}, {paths.tables}/, {paths.figures}/ and {paths.report}")
+            "grid_lines": _grid_lines(grid, large, too_small, sizes, profile),
+            "notes": _notes(profile, experiments),
+            "set_sizes": sizes,
+            "log_offsets": {
+                r.model: experiments[experiments[r.experiment].init_from].optim.max_steps
+                for r in ROLES
+                if experiments[r.experiment].init_from
+            },
+            "deepest_expert": {e.name: e.model.n_experts - 1 for e in moe},
+            "experts": {e.name: _expert_info(e.model) for e in moe},
+            "eval_check": eval_check,
+            "recheck_file": RECHECK_CSV if result.recheck is not None else None,
+            "figure_scale": FIGURE_SCALE,
+            "pictures": pictures,
+            "logs": {r.model: f"logs/{r.experiment}.csv" for r in ROLES},
+        }
+        atomic_write_text(paths.results / RUN_FILE, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        log(f"[report] wrote {paths.main_csv}, {paths.results / RUN_FILE} and the pictures in {paths.figures}/data")
     result.timings = save_timings(paths.timings, timings, loaded)
-    if result.recheck is not None and not bool(result.recheck["within"].all()):
-        bad = result.recheck[~result.recheck["within"]]
-        raise UserError(
-            f"reproduction check FAILED: {len(bad)} of {len(result.recheck)} recomputed rows differ from the cache "
-            f"by more than {recheck.PSNR_TOLERANCE_DB} dB or in GFLOPs (first: {bad.iloc[0]['model']} "
-            f"{bad.iloc[0]['dataset']}/{bad.iloc[0]['image']} x{bad.iloc[0]['scale']:g}, ΔPSNR "
-            f"{bad.iloc[0]['dpsnr']:+.4f} dB); see {paths.results / RECHECK_CSV}"
-        )
     return result
 
 
@@ -492,7 +473,7 @@ def _notes(profile: str, experiments: dict[str, Experiment]) -> list[str]:
 
 
 def _grid_lines(grid: Grid, large: Grid | None, too_small: list[str], sizes: dict, profile: str) -> list[str]:
-    sets = ", ".join(tables.dataset_label(s, grid.limit.get(s, sizes[s]), sizes[s]) for s in grid.sets)
+    sets = ", ".join(dataset_label(s, grid.limit.get(s, sizes[s]), sizes[s]) for s in grid.sets)
     knobs = ", ".join("default" if k is None else str(k) for k in grid.knobs)
     lines = [
         f"Grid: {sets}; scales {', '.join(f'×{s:g}' for s in grid.scales)}; routing knobs: {knobs}.",
@@ -515,30 +496,16 @@ def _grid_lines(grid: Grid, large: Grid | None, too_small: list[str], sizes: dic
     return lines
 
 
-def _reproduction(committed, rows: pd.DataFrame, paths: Paths, result: ReproduceResult, log, computed_keys) -> str:
-    """The REPORT.md section: the sampled recheck (verified mode), then this run's computed rows vs main.csv."""
-    parts = []
-    if result.mode == "full":
-        parts.append(f"Mode **full**: every one of the {len(rows)} rows was recomputed from the bundled checkpoints.")
-    elif result.recheck is None:
-        parts.append("Mode **verified**, but the check stage did not run: the cached rows were **not checked**.")
-    else:
-        comparison = result.recheck
-        verdict = "PASS" if bool(comparison["within"].all()) else "FAIL"
-        parts.append(
-            f"Mode **verified**: the {len(rows)} rows come from the evaluation cache; a fixed sample of "
-            f"{len(comparison)} of them (one image per set and scale at ×2–×4, chosen with seed "
-            f"{recheck.SAMPLE_SEED}, for every model) was recomputed from the bundled checkpoints without the cache. "
-            f"Verdict: **{verdict}** (tolerance {recheck.PSNR_TOLERANCE_DB} dB; per row in `{RECHECK_CSV}`)."
-        )
-        parts.append(tables.recheck_table(recheck.summary(comparison), comparison))
-    computed = rows[[_row_key(r) in computed_keys for r in rows.itertuples()]] if computed_keys else rows.iloc[:0]
+def _eval_stage_check(committed, rows: pd.DataFrame, result: ReproduceResult, log) -> dict:
+    """The rows the eval stage computed in this run against the previous main.csv: {"reason": why not checked, or
+    None; "computed": how many; "rows": per-model `recheck.reproduction_check` records}."""
+    keys = result.computed_keys
+    computed = rows[[_row_key(r) in keys for r in rows.itertuples()]] if keys else rows.iloc[:0]
     if committed is None or computed.empty:
-        why = "no previous main.csv" if committed is None else "0 rows recomputed by the eval stage"
-        log(f"[report] comparison with the previous main.csv: not checked ({why})")
-        parts.append(f"Eval-stage rows against the previous `main.csv`: not checked ({why}).")
-        return "\n\n".join(parts) + "\n"
-    check = tables.reproduction_check(committed, computed)
+        reason = "no previous main.csv" if committed is None else "0 rows recomputed by the eval stage"
+        log(f"[report] comparison with the previous main.csv: not checked ({reason})")
+        return {"reason": reason, "computed": len(computed), "rows": []}
+    check = recheck.reproduction_check(committed, computed)
     result.check = check
     for _, r in check.iterrows():
         dpsnr, dgflops = (f"{v:.4f}" if v == v else "–" for v in (r["max_abs_dpsnr"], r["max_abs_dgflops"]))
@@ -546,11 +513,7 @@ def _reproduction(committed, rows: pd.DataFrame, paths: Paths, result: Reproduce
             f"[report] {r['model']}: {int(r['compared'])} rows computed now compared with the previous main.csv, "
             f"max |ΔPSNR| {dpsnr} dB, max |ΔGFLOPs| {dgflops}"
         )
-    parts.append(
-        f"The {len(computed)} rows the eval stage computed in this run, against the `main.csv` found before it "
-        "(matched on model, dataset, image, scale, knob; target ≤ 0.01 dB):\n\n" + tables.reproduction_table(check)
-    )
-    return "\n\n".join(parts) + "\n"
+    return {"reason": None, "computed": len(computed), "rows": json.loads(check.to_json(orient="records"))}
 
 
 def _row_key(row):
@@ -562,62 +525,33 @@ def _row_key(row):
     )  # fmt: skip
 
 
-def _write_tables_and_figures(rows, sizes, entries, grid: Grid, paths: Paths, offsets, device: str, log) -> dict:
-    """Write tables/*.md and figures/*.png; returns {"tables": {title: (markdown, path)}, "figures": {title: path}}.
-
-    offsets: model name → the steps its parent trained (fine-tunes' learning curves continue after them).
-    """
+def _write_pictures(entries, grid: Grid, folder: Path, device: str) -> dict:
+    """Decode the pictures the report shows (expert maps of the first image of every set, qualitative crops of the
+    last set's first image) and write them into `folder` (`moeisr.evaluate.pictures`); returns their index files
+    relative to the results folder."""
+    by_name = {e.name: e.model for e in entries}
     moe_models = {e.name: e.model for e in entries if e.model is not None and e.model.has_routing_loss}
-    experts = {name: _expert_info(model) for name, model in moe_models.items()}
-    rendered = {
-        "Main table": ("main.md", tables.main_table(rows, sizes)),
-        "Expert shares": ("experts.md", tables.experts_table(rows, experts, sizes)),
-        "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
-    }
-    out_tables = {}
-    for title, (name, markdown) in rendered.items():
-        atomic_write_text(paths.tables / name, f"# {title}\n\n{markdown}")
-        out_tables[title] = (markdown, f"tables/{name}")
-    out_figures = {}
-
-    def add(title: str, written: Path | None) -> None:
-        if written is not None:
-            out_figures[title] = _relative(written, paths.results)
-
-    sweep = read_summary_if_any(paths.results / "ablations" / "sweep_points.csv")  # once the ablations ran
-    add("PSNR vs GFLOPs", figures.psnr_vs_gflops(rows, paths.figures / "psnr_vs_gflops.png", sizes, sweep))
-    add("FLOPs per image", figures.flops_distribution(rows, paths.figures / "flops_per_image.png"))
     samples = []
     for dataset in grid.sets:
         path = list_images(dataset, limit=1)[0]
         samples.append(
-            figures.expert_map_sample(f"{dataset}/{path.stem}", load_image(path), FIGURE_SCALE, moe_models, device)
+            pictures.expert_map_sample(f"{dataset}/{path.stem}", load_image(path), FIGURE_SCALE, moe_models, device)
         )
-    add("Expert maps", figures.expert_maps_figure(samples, paths.figures / "expert_maps.png", FIGURE_SCALE))
-    by_name = {e.name: e.model for e in entries}
-    crop_models = {
-        "bicubic": None,
-        "LIIF": by_name["liif"],
-        "MoEISR-LIIF": by_name["moeisr-liif"],
-        "LTE": by_name["lte"],
-        "MoEISR-LTE": by_name["moeisr-lte"],
-    }
+    crop_models = {"bicubic": None}
+    crop_models |= {label: by_name[name] for label, name in CROP_MODELS.items() if name in by_name}
     image = list_images(grid.sets[-1], limit=1)[0]
-    crops = figures.qualitative_crops(
+    crops = pictures.qualitative_crops(
         f"{grid.sets[-1]}/{image.stem}", load_image(image), FIGURE_SCALE, crop_models, device=device
     )
-    add("Qualitative crops", figures.qualitative_figure(crops, paths.figures / "qualitative.png", FIGURE_SCALE))
-    logs = {}
-    for role in ROLES:
-        log_file = paths.logs / f"{role.experiment}.csv"
-        if log_file.is_file():
-            logs[role.model] = pd.read_csv(log_file)
-    add("Learning curves", figures.learning_curves(logs, offsets, paths.figures / "learning_curves.png"))
-    log(f"[report] {len(out_figures)} figures: {', '.join(out_figures.values())}")
-    return {"tables": out_tables, "figures": out_figures}
+    results = folder.parent.parent
+    maps_index, crops_index = pictures.write_expert_maps(samples, folder), pictures.write_crops(crops, folder)
+    return {"expert_maps": str(maps_index.relative_to(results)), "crops": str(crops_index.relative_to(results))}
 
 
-def _expert_info(model) -> list[tuple[str, float]]:
+CROP_MODELS = {"LIIF": "liif", "MoEISR-LIIF": "moeisr-liif", "LTE": "lte", "MoEISR-LTE": "moeisr-lte"}
+
+
+def _expert_info(model) -> list[list]:
     """[(label, relative cost)] per expert of a MoEISR model, cheapest first: e.g. ('3×256 (blue)', 0.81)."""
     from moeisr.models.moe.colors import COLOR_NAMES
 
@@ -627,5 +561,5 @@ def _expert_info(model) -> list[tuple[str, float]]:
         widths = sorted(set(hidden))
         shape = f"{len(hidden)}×{widths[0]}" if len(widths) == 1 else "[" + ", ".join(map(str, hidden)) + "]"
         color = COLOR_NAMES[j] if j < len(COLOR_NAMES) else f"colour {j}"
-        out.append((f"{shape} ({color})", float(cost)))
+        out.append([f"{shape} ({color})", float(cost)])
     return out

@@ -1,8 +1,7 @@
 """Figures for REPORT.md (matplotlib's Agg canvas, seaborn styling; no pyplot, so no global figure state).
 
-Plotting functions take tidy rows or precomputed pictures and write one PNG each, atomically. The two helpers
-that run models (`expert_map_sample`, `qualitative_crops`) take B×3×H×W-free inputs: a 3×H×W HR image in
-[0, 1], from which they make the protocol's LR with `moeisr.data.degrade.degrade`.
+Plotting functions take tidy rows or the pictures the pipeline decoded and wrote (`read_expert_maps`, `read_crops`;
+`moeisr.pipeline.pictures` makes them) and write one PNG each, atomically. Nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import io
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +21,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from moeisr.data.degrade import degrade, upscale_bicubic
+from moeisr.evaluate.pictures import ExpertMapSample, QualitativeCrops, read_crops, read_expert_maps  # noqa: F401
 from moeisr.io import atomic_write_bytes
-from moeisr.metrics import psnr
-from moeisr.models.moe.colors import COLOR_NAMES, colorize_expert_map, expert_colors
+from moeisr.models.moe.colors import COLOR_NAMES, expert_colors
 from moeisr.report.tables import FAMILIES, MODEL_ORDER, Family, dataset_label, sort_cells
 
 DPI = 110
@@ -272,30 +269,6 @@ def learning_curves(
 # --------------------------------------------------------------------------------- from models
 
 
-@dataclass
-class ExpertMapSample:
-    """One image: its LR input and, per MoEISR model, the coloured expert map and the pixel shares."""
-
-    title: str
-    lr: torch.Tensor  # 3×h×w in [0, 1]
-    maps: list[tuple[str, torch.Tensor, list[float]]] = field(default_factory=list)  # (model, 3×H×W, shares)
-
-
-def expert_map_sample(
-    title: str, hr: torch.Tensor, scale: float, models: Mapping[str, torch.nn.Module], device: str = "cpu"
-) -> ExpertMapSample:
-    """The expert maps of `models` (name → MoEISR in eval mode) on the protocol LR of `hr` (3×H×W in [0, 1])."""
-    hr_cropped, lr = degrade(hr, scale)
-    sample = ExpertMapSample(title=title, lr=lr)
-    size = tuple(hr_cropped.shape[-2:])
-    for name, model in models.items():
-        with torch.inference_mode():
-            experts = model.expert_map(lr[None].to(device), size)[0].cpu()
-        colored, shares = colorize_expert_map(experts, model.n_experts)
-        sample.maps.append((name, colored, shares.tolist()))
-    return sample
-
-
 @styled
 def expert_maps_figure(samples: Sequence[ExpertMapSample], path: str | os.PathLike, scale: float) -> Path | None:
     """Rows of images: the LR input, then each MoEISR model's expert map (yellow = cheapest … red = deepest)."""
@@ -322,79 +295,6 @@ def expert_maps_figure(samples: Sequence[ExpertMapSample], path: str | os.PathLi
         "Expert maps: the expert each output pixel is routed to (cheapest first), shares of pixels", fontsize=9
     )
     return save_figure(fig, path)
-
-
-@dataclass
-class QualitativeCrops:
-    """Crops of one image: the full HR with the crop box, then (label, crop 3×h×w, PSNR dB or None) panels."""
-
-    title: str
-    hr: torch.Tensor
-    box: tuple[int, int, int, int]  # top, left, height, width in HR pixels
-    panels: list[tuple[str, torch.Tensor, float | None]] = field(default_factory=list)
-
-
-def best_box(score: torch.Tensor, size: int, step: int) -> tuple[int, int]:
-    """(top, left), multiples of `step`, of the size×size window of `score` (H×W) with the largest sum."""
-    integral = torch.nn.functional.pad(score.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
-    height, width = score.shape
-    tops = torch.arange(0, max(height - size, 0) + 1, step)
-    lefts = torch.arange(0, max(width - size, 0) + 1, step)
-    bottoms, rights = (tops + size).clamp(max=height), (lefts + size).clamp(max=width)
-    sums = (
-        integral[bottoms][:, rights]
-        - integral[tops][:, rights]
-        - integral[bottoms][:, lefts]
-        + integral[tops][:, lefts]
-    )
-    best = int(sums.argmax())
-    return int(tops[best // len(lefts)]), int(lefts[best % len(lefts)])
-
-
-def qualitative_crops(
-    title: str,
-    hr: torch.Tensor,
-    scale: int,
-    models: Mapping[str, torch.nn.Module | None],
-    crop: int = 48,
-    device: str = "cpu",
-) -> QualitativeCrops:
-    """HR, bicubic and each model's SR of `hr` (3×H×W in [0, 1]) at integer `scale`, on one crop.
-
-    models: label → model, None for bicubic. Every method upscales the whole LR image; the crop is the window
-    where the learned models gain most over bicubic (squared error on the mean of RGB, summed over the window):
-    where super-resolution recovers structure, so the methods' differences show. (The window of most gradient
-    energy, used before, picked foliage that no method restores.) The crop side (HR px) is a multiple of
-    `scale`, shrunk to fit small images.
-    """
-    hr_cropped, lr = degrade(hr, scale)
-    H, W = hr_cropped.shape[-2:]
-    side = max(scale, min(crop, H // 2, W // 2) // scale * scale)
-    batch = lr[None].to(device)
-    outputs = {}
-    for label, model in models.items():
-        with torch.inference_mode():
-            sr = upscale_bicubic(batch, (H, W)) if model is None else model.upscale(batch, (H, W))
-        outputs[label] = sr[0].clamp(0, 1).cpu()
-
-    def squared_error(image: torch.Tensor) -> torch.Tensor:
-        return (image.mean(0) - hr_cropped.mean(0)) ** 2
-
-    bicubic = next((outputs[label] for label, model in models.items() if model is None), None)
-    if bicubic is None:
-        bicubic = upscale_bicubic(lr[None], (H, W))[0].clamp(0, 1)
-    score = squared_error(bicubic)  # with no learned model: the window of most detail
-    learned = [squared_error(outputs[label]) for label, model in models.items() if model is not None]
-    if learned:
-        score = score - torch.stack(learned).mean(0)
-    top, left = best_box(score, side, scale)
-    target = hr_cropped[:, top : top + side, left : left + side]
-    result = QualitativeCrops(title=title, hr=hr_cropped, box=(top, left, side, side))
-    result.panels.append(("HR", target, None))
-    for label, sr in outputs.items():
-        piece = sr[:, top : top + side, left : left + side]
-        result.panels.append((label, piece, float(psnr(piece[None], target[None], scale)[0])))
-    return result
 
 
 @styled

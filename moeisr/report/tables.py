@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from moeisr.evaluate.tidy import MATCH_KEYS, MODEL_ORDER, SET_ORDER, dataset_label, sort_cells  # noqa: F401
 from moeisr.report.published import PUBLISHED_CSV, PublishedResult, bicubic_psnr, published_results
 
-SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
 FLOPS_HEADER = "GFLOPs, fvcore: 1 MAC = 1 FLOP"
 IMAGE_KEYS = ["dataset", "image", "scale"]
-MATCH_KEYS = ["model", "dataset", "image", "scale", "knob"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,6 @@ FAMILIES = (
     Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif"),
     Family("LTE", "lte", "lte-equal-budget", "moeisr-lte"),
 )
-MODEL_ORDER = ("bicubic", "liif", "liif-equal-budget", "moeisr-liif", "lte", "lte-equal-budget", "moeisr-lte")
 
 
 def set_means(frame: pd.DataFrame, metrics: Sequence[str] = ("psnr", "ssim", "lpips")) -> pd.DataFrame:
@@ -49,24 +47,6 @@ def set_means(frame: pd.DataFrame, metrics: Sequence[str] = ("psnr", "ssim", "lp
     means = grouped[list(metrics)].mean()
     means["n"] = grouped.size()
     return means.reset_index()
-
-
-def dataset_label(name: str, n: int, total: int | None) -> str:
-    """'Urban100 (first 20)' when a subset was evaluated, else the set's name."""
-    return f"{name} (first {n})" if total is not None and n < total else name
-
-
-def sort_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows in the usual order: datasets as in SET_ORDER (others after, by name), then scale, then knob."""
-    order = {name: i for i, name in enumerate(SET_ORDER)}
-    keys = [c for c in ("dataset", "scale", "knob", "image") if c in frame.columns]
-
-    def key(column: pd.Series) -> pd.Series:
-        if column.name == "dataset":
-            return column.map(lambda d: (order.get(d, len(order)), d))
-        return column
-
-    return frame.sort_values(keys, key=key, kind="stable").reset_index(drop=True)
 
 
 def _fmt(value, digits: int, signed: bool = False) -> str:
@@ -322,71 +302,6 @@ def published_table(
 
 
 # ------------------------------------------------------------------------------ reproduction check
-
-
-def _match_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    out["scale"] = out["scale"].astype(float)
-    out["knob"] = out["knob"].astype(str)
-    out["image"] = out["image"].astype(str)
-    out["ckpt_hash"] = out["ckpt_hash"].astype(str)
-    return out.drop_duplicates(subset=MATCH_KEYS, keep="last")
-
-
-def _max_abs(values: pd.Series) -> float:
-    values = values.abs().dropna()
-    return float(values.max()) if len(values) else math.nan
-
-
-def reproduction_check(committed: pd.DataFrame, recomputed: pd.DataFrame) -> pd.DataFrame:
-    """Per model: how recomputed rows differ from committed ones, matched on (model, dataset, image, scale, knob).
-
-    Columns: model, compared (rows in both), only_committed, only_recomputed, max_abs_dpsnr (dB), max_abs_dgflops,
-    same_checkpoints (every compared row has the same ckpt_hash). NaN maxima when nothing was compared.
-    """
-    old, new = _match_frame(committed), _match_frame(recomputed)
-    both = old.merge(new, on=MATCH_KEYS, suffixes=("_old", "_new"))
-    models = [m for m in MODEL_ORDER if m in set(old["model"]) | set(new["model"])]
-    models += sorted((set(old["model"]) | set(new["model"])) - set(models))
-    rows = []
-    for model in models:
-        pair = both[both["model"] == model]
-        keys_old = set(map(tuple, old.loc[old["model"] == model, MATCH_KEYS].to_numpy().tolist()))
-        keys_new = set(map(tuple, new.loc[new["model"] == model, MATCH_KEYS].to_numpy().tolist()))
-        rows.append(
-            {
-                "model": model,
-                "compared": len(pair),
-                "only_committed": len(keys_old - keys_new),
-                "only_recomputed": len(keys_new - keys_old),
-                "max_abs_dpsnr": _max_abs(pair["psnr_new"] - pair["psnr_old"]),
-                "max_abs_dgflops": _max_abs(pair["gflops_new"] - pair["gflops_old"]),
-                "same_checkpoints": bool(
-                    (pair["ckpt_hash_old"].astype(str) == pair["ckpt_hash_new"].astype(str)).all()
-                ),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def recheck_table(summary: pd.DataFrame, comparison: pd.DataFrame) -> str:
-    """Markdown of the sampled recheck: per model, the rows recomputed, max |ΔPSNR|, max relative |ΔGFLOPs| and
-    the rows outside the tolerance; then the sampled (set, scale, image) cells."""
-    rows = [
-        {
-            "model": r["model"],
-            "rows recomputed": str(int(r["recomputed"])),
-            "max |ΔPSNR| (dB)": f"{r['max_abs_dpsnr']:.4f}",
-            "max |ΔGFLOPs| (relative)": f"{r['max_rel_dgflops']:.1e}",
-            "outside tolerance": str(int(r["outside"])),
-        }
-        for _, r in summary.iterrows()
-    ]
-    cells = comparison.drop_duplicates(["dataset", "scale", "image"])
-    sample = ", ".join(
-        f"{d} ×{s:g}: {i}" for d, s, i in zip(cells["dataset"], cells["scale"], cells["image"], strict=True)
-    )
-    return pd.DataFrame(rows).to_markdown(index=False) + f"\n\nSampled images: {sample}.\n"
 
 
 def reproduction_table(check: pd.DataFrame, target_db: float = 0.01) -> str:

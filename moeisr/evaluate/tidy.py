@@ -1,0 +1,28 @@
+"""Conventions of the tidy result rows that every layer above evaluate shares: the model and set orders, subset
+labels and the usual row order."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
+MATCH_KEYS = ["model", "dataset", "image", "scale", "knob"]
+MODEL_ORDER = ("bicubic", "liif", "liif-equal-budget", "moeisr-liif", "lte", "lte-equal-budget", "moeisr-lte")
+
+
+def dataset_label(name: str, n: int, total: int | None) -> str:
+    """'Urban100 (first 20)' when a subset was evaluated, else the set's name."""
+    return f"{name} (first {n})" if total is not None and n < total else name
+
+
+def sort_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the usual order: datasets as in SET_ORDER (others after, by name), then scale, then knob."""
+    order = {name: i for i, name in enumerate(SET_ORDER)}
+    keys = [c for c in ("dataset", "scale", "knob", "image") if c in frame.columns]
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name == "dataset":
+            return column.map(lambda d: (order.get(d, len(order)), d))
+        return column
+
+    return frame.sort_values(keys, key=key, kind="stable").reset_index(drop=True)

@@ -1,0 +1,125 @@
+"""The one writer of REPORT.md: renders the main results, the ablations and the speed suite from the files the
+pipelines wrote into the results folder. Pure: it reads tidy CSV/JSON and PNG files and writes Markdown and PNG.
+
+Inputs (`<results>/`): `main.csv` (the grid's tidy rows), `run.json` (provenance, grid, checks and picture index,
+written by `moeisr.pipeline.reproduce`), `reproduction.csv` (the sampled recheck), `timings.json`, `logs/*.csv`,
+`figures/data/` (the decoded expert maps and crops), `ablations/` and `bench/` when those suites ran.
+Outputs: `tables/*.md`, `figures/*.png` and `REPORT.md`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from moeisr.ablations.analysis import read_summary_if_any
+from moeisr.errors import UserError
+from moeisr.evaluate import recheck
+from moeisr.evaluate.pictures import read_crops, read_expert_maps
+from moeisr.io import atomic_write_text
+from moeisr.report import figures, tables
+from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
+
+RUN_FILE = "run.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def reproduction_markdown(run: dict, rows: pd.DataFrame, results: Path) -> str:
+    """The REPORT.md section of the reproduction check: the mode, the sampled recheck, the eval-stage comparison."""
+    parts = []
+    if run["mode"] == "full":
+        parts.append(f"Mode **full**: every one of the {len(rows)} rows was recomputed from the bundled checkpoints.")
+    elif not run.get("recheck_file"):
+        parts.append("Mode **verified**, but the check stage did not run: the cached rows were **not checked**.")
+    else:
+        comparison = pd.read_csv(results / run["recheck_file"], dtype={"image": str, "knob": str})
+        verdict = "PASS" if bool(comparison["within"].all()) else "FAIL"
+        parts.append(
+            f"Mode **verified**: the {len(rows)} rows come from the evaluation cache; a fixed sample of "
+            f"{len(comparison)} of them (one image per set and scale at ×2–×4, chosen with seed "
+            f"{recheck.SAMPLE_SEED}, for every model) was recomputed from the bundled checkpoints without the cache. "
+            f"Verdict: **{verdict}** (tolerance {recheck.PSNR_TOLERANCE_DB} dB; per row in `{run['recheck_file']}`)."
+        )
+        parts.append(tables.recheck_table(recheck.summary(comparison), comparison))
+    check = run["eval_check"]
+    if check["reason"] is not None:
+        parts.append(f"Eval-stage rows against the previous `main.csv`: not checked ({check['reason']}).")
+    else:
+        parts.append(
+            f"The {check['computed']} rows the eval stage computed in this run, against the `main.csv` found before "
+            "it (matched on model, dataset, image, scale, knob; target ≤ 0.01 dB):\n\n"
+            + tables.reproduction_table(pd.DataFrame(check["rows"]))
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def render_results(results: str | Path, log=print) -> Path:
+    """Write tables/, figures/ and REPORT.md of the results folder from its data files; returns REPORT.md's path.
+
+    UserError when `main.csv` or `run.json` is missing (run `moeisr reproduce` with the report stage first).
+    """
+    results = Path(results)
+    run_path, main_csv = results / RUN_FILE, results / "main.csv"
+    if not run_path.is_file() or not main_csv.is_file():
+        raise UserError(f"{results}: no {RUN_FILE} and main.csv to render; run `moeisr reproduce` first")
+    run = json.loads(run_path.read_text(encoding="utf-8"))
+    rows = recheck.read_rows_csv(main_csv)
+    sizes = run["set_sizes"]
+    tables_dir, figures_dir = results / "tables", results / "figures"
+
+    rendered = {
+        "Main table": ("main.md", tables.main_table(rows, sizes)),
+        "Expert shares": ("experts.md", tables.experts_table(rows, run["experts"], sizes)),
+        "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
+    }
+    out_tables = {}
+    for title, (name, markdown) in rendered.items():
+        atomic_write_text(tables_dir / name, f"# {title}\n\n{markdown}")
+        out_tables[title] = (markdown, f"tables/{name}")
+
+    out_figures = {}
+
+    def add(title: str, written: Path | None) -> None:
+        if written is not None:
+            out_figures[title] = str(Path(written).relative_to(results))
+
+    sweep = read_summary_if_any(results / "ablations" / "sweep_points.csv")  # once the ablations ran
+    scale = run["figure_scale"]
+    add("PSNR vs GFLOPs", figures.psnr_vs_gflops(rows, figures_dir / "psnr_vs_gflops.png", sizes, sweep))
+    add("FLOPs per image", figures.flops_distribution(rows, figures_dir / "flops_per_image.png"))
+    samples = read_expert_maps((results / run["pictures"]["expert_maps"]).parent)
+    add("Expert maps", figures.expert_maps_figure(samples, figures_dir / "expert_maps.png", scale))
+    crops = read_crops((results / run["pictures"]["crops"]).parent)
+    if crops is not None:
+        add("Qualitative crops", figures.qualitative_figure(crops, figures_dir / "qualitative.png", scale))
+    logs = {m: pd.read_csv(results / f) for m, f in run["logs"].items() if (results / f).is_file()}
+    add("Learning curves", figures.learning_curves(logs, run["log_offsets"], figures_dir / "learning_curves.png"))
+
+    inputs = ReportInputs(
+        profile=run["profile"],
+        commit=run["commit"],
+        command=run["command"],
+        experiments=run["experiments"],
+        grid_lines=run["grid_lines"],
+        timings=_read_json(results / "timings.json"),
+        check_markdown=reproduction_markdown(run, rows, results),
+        paragraphs=reading(rows, sizes, run["deepest_expert"]),
+        tables=out_tables,
+        figures=out_figures,
+        notes=run["notes"],
+        ablations=ablation_section(results),
+        speed=speed_section(results),
+        eval_seconds=float(rows["seconds"].sum()) if "seconds" in rows else None,
+    )
+    report = atomic_write_text(results / "REPORT.md", render_report(inputs))
+    log(f"[report] wrote {tables_dir}/, {figures_dir}/ ({len(out_figures)} figures) and {report}")
+    return report
