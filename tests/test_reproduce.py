@@ -5,7 +5,6 @@ takes a fraction of a second) and a link to the real training images; training i
 to ×4 by overrides applied to every experiment alike.
 """
 
-import copy
 import math
 
 import pandas as pd
@@ -19,7 +18,7 @@ from moeisr.evaluate.recheck import reproduction_check
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
 from moeisr.pipeline.reproduce import ROLES, default_paths, load_experiments
-from moeisr.report.report_md import family_reading
+from moeisr.report.report_md import comparison_rows
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
@@ -101,7 +100,10 @@ def test_tables_and_report_render(workspace):
         assert info.experiment.config_hash in report and role in report
     for name in FIGURES:
         assert f"(figures/{name}.png)" in report
-    assert "MoEISR-LIIF" in report and "Smoke profile" in report and "No previous `main.csv`" in report
+    assert "MoEISR-LIIF" in report and "Smoke profile" in report and "not checked (no previous main.csv)" in report
+    recheck = workspace["result"].recheck  # the sampled recheck: every model, one image per set and scale ×2-×4
+    assert recheck is not None and len(recheck) == len(MODEL_ORDER) * 2 and recheck["within"].all()
+    assert "Mode **verified**" in report and "Verdict: **PASS**" in report
 
 
 def test_second_run_reuses_checkpoints_and_cache(workspace):
@@ -114,11 +116,10 @@ def test_second_run_reuses_checkpoints_and_cache(workspace):
     assert not any("training" in line or "resuming" in line for line in lines)
     assert {name: path.stat().st_mtime_ns for name, path in bundles.items()} == before
     assert again.rows_computed == 0
-    # the reproduction check compared every row with the first run's main.csv: identical
-    check = again.check
-    assert check is not None and int(check["compared"].sum()) == len(MODEL_ORDER)
-    assert check["max_abs_dpsnr"].max() == 0.0 and (check["only_committed"] == 0).all()
-    assert "within the 0.01 dB target" in (folders["results"] / "REPORT.md").read_text()
+    # nothing was computed, so nothing is compared with the previous main.csv; the sample is recomputed again
+    assert again.check is None and again.recheck["within"].all()
+    report = (folders["results"] / "REPORT.md").read_text()
+    assert "not checked (0 rows recomputed by the eval stage)" in report and "Verdict: **PASS**" in report
 
 
 def test_a_changed_config_is_not_reused_and_a_foreign_run_is_not_resumed(workspace):
@@ -153,62 +154,21 @@ def test_reproduction_check_reports_the_largest_differences(workspace):
     assert "ABOVE the 0.01 dB target" in reproduction_table(check.reset_index())
 
 
-def test_reading_is_computed_from_the_rows_and_says_when_moeisr_loses(workspace):
+def test_reading_is_a_table_computed_from_the_rows_and_says_when_moeisr_loses(workspace):
     frame = pd.read_csv(workspace["folders"]["results"] / "main.csv", dtype={"knob": str, "image": str})
     liif = FAMILIES[0]
     equal = frame.loc[frame["model"] == liif.equal, "psnr"].to_numpy()
     moe = frame["model"] == liif.moe
-    frame.loc[moe, "psnr"] = equal - 0.25  # MoEISR 0.25 dB below the equal-budget backbone
-    text = " ".join(family_reading(frame, liif))
-    assert "at a PSNR difference of -0.250 dB on average" in text
-    assert "does not match the equal-budget LIIF in any cell" in text and "trades quality for compute" in text
+    frame.loc[moe, "psnr"] = equal - 0.25  # MoEISR 0.25 dB below the equal-budget backbone on every image
+    rows = comparison_rows(frame).set_index("comparison")
+    row = rows.loc["MoEISR-LIIF vs equal-budget LIIF"]
+    assert row["ΔPSNR (dB)"] == pytest.approx(-0.25) and row["95% CI"] == "[-0.250, -0.250]"
+    assert (row["verdict"], row["decided by"]) == ("worse", "interval")
+    assert row["pairs better / worse"] == f"0 / {row['pairs']}"
     saved = 100 * (1 - frame.loc[moe, "gflops"].mean() / frame.loc[frame["model"] == liif.equal, "gflops"].mean())
-    assert f"saved {saved:.1f}% of the FLOPs of the equal-budget LIIF" in text
+    assert row["FLOPs saved (%)"] == pytest.approx(saved, abs=0.05)
     frame.loc[moe, "psnr"] = equal + 0.1
-    assert "matches or beats the equal-budget LIIF (ΔPSNR ≥ −0.005 dB) in every cell" in " ".join(
-        family_reading(frame, liif)
-    )
-
-
-def test_a_model_subset_prepares_its_parents_and_evaluates_only_itself(workspace, tmp_path):
-    """--models: one job per model sharing a cache (e.g. on a cluster); the report waits for all of them."""
-    folders = {**workspace["folders"], "cache": tmp_path / "cache"}  # an empty cache: every row is new
-    lines: list[str] = []
-    part = reproduce(
-        "smoke", overrides=OVERRIDES, progress=False, log=lines.append, stages=["train", "eval"],
-        models=["moeisr-liif", "bicubic"], **folders,
-    )  # fmt: skip
-    assert set(part.checkpoints) == {"liif", "moeisr_liif"}  # the model and the backbone it starts from
-    assert part.rows_computed == 2  # bicubic and moeisr-liif on the 1-image, 1-scale grid
-    rows = pd.read_json(tmp_path / "cache" / "results.jsonl", lines=True)
-    assert sorted(rows["model"]) == ["bicubic", "moeisr-liif"]
-    rest = [m for m in MODEL_ORDER if m not in ("bicubic", "moeisr-liif")]
-    again = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, stages=["eval"], models=rest,
-                      **folders)  # fmt: skip
-    assert again.rows_computed == len(rest)
-    report = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, stages=["report"], **folders)
-    assert report.rows_computed == 0 and len(report.rows) == len(MODEL_ORDER)
-    with pytest.raises(UserError, match="report stage needs every model"):
-        reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, models=["liif"], **folders)
-    with pytest.raises(UserError, match="unknown model 'liff'; choose from bicubic, liif"):
-        reproduce("smoke", overrides=OVERRIDES, stages=["eval"], progress=False, log=lines.append, models=["liff"],
-                  **folders)  # fmt: skip
-
-
-def test_concurrent_model_jobs_keep_each_others_timings(tmp_path):
-    """Two `--models` jobs that read timings.json before either wrote keep both jobs' entries (the race that
-    lost two experiments' train timings when the cpu models were trained as parallel jobs)."""
-    from moeisr.pipeline.reproduce import _load_timings, _save_timings
-
-    path = tmp_path / "timings.json"
-    _save_timings(path, {"profile": "cpu", "commit": "a", "stages": {"train (liif)": {"seconds": 1}}}, {})
-    loaded = _load_timings(path)  # both jobs start from this
-    jobs = {"lte": copy.deepcopy(loaded), "moeisr-liif": copy.deepcopy(loaded)}
-    for model, timings in jobs.items():
-        timings["stages"][f"train ({model})"] = {"seconds": 2}
-        timings["experiments"] = {model.replace("-", "_"): {"steps": 2000}}
-    for timings in jobs.values():
-        written = _save_timings(path, timings, loaded)
-    assert set(written["stages"]) == {"train (liif)", "train (lte)", "train (moeisr-liif)"}
-    assert set(written["experiments"]) == {"lte", "moeisr_liif"}
-    assert _load_timings(path) == written
+    assert comparison_rows(frame).set_index("comparison").loc["MoEISR-LIIF vs equal-budget LIIF", "verdict"] == "better"
+    frame.loc[moe, "psnr"] = equal + 0.01  # consistent but below the practical floor
+    row = comparison_rows(frame).set_index("comparison").loc["MoEISR-LIIF vs equal-budget LIIF"]
+    assert (row["verdict"], row["decided by"]) == ("matches", "floor 0.05")

@@ -15,83 +15,72 @@ from pathlib import Path
 
 import pandas as pd
 
+from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
 from moeisr.provenance import machine
-from moeisr.report.tables import FAMILIES, Family, dataset_label, family_cells, pixel_shares
+from moeisr.report.tables import FAMILIES, Family, family_cells, pixel_shares
 
 STAGE_ORDER = {"train": 0, "eval": 1, "report": 2}
 TIE_DB = 0.005  # |ΔPSNR| below this is reported as "the same PSNR" (half the 0.01 dB reproduction target)
 
 
-def _cell_name(row: pd.Series, set_sizes: Mapping[str, int] | None) -> str:
-    name = f"{dataset_label(row['dataset'], int(row['n']), (set_sizes or {}).get(row['dataset']))} ×{row['scale']:g}"
-    return name if row.get("knob", "none") == "none" else f"{name} (knob {row['knob']})"
+def _paired(frame: pd.DataFrame, a: str, b: str) -> pd.Series:
+    """Per-image PSNR of model `a` minus model `b` (default routing), over the images both have."""
+    rows = frame[frame["knob"].astype(str) == "none"]
+    keys = ["dataset", "image", "scale"]
+    pair = rows[rows["model"] == a][keys + ["psnr"]].merge(rows[rows["model"] == b][keys + ["psnr"]], on=keys)
+    return pair["psnr_x"] - pair["psnr_y"]
 
 
-def _saving(pct: float, reference: str | None = None) -> str:
-    """'saved 12.3% of the FLOPs [of REF]' or 'used 4.5% more FLOPs [than REF]'."""
-    if pct >= 0:
-        return f"saved {pct:.1f}% of the FLOPs" + (f" of {reference}" if reference else "")
-    return f"used {-pct:.1f}% more FLOPs" + (f" than {reference}" if reference else "")
+def comparison_rows(
+    frame: pd.DataFrame, deepest: Mapping[str, int] | None = None, families: Sequence[Family] = FAMILIES
+) -> pd.DataFrame:
+    """The reading as a table: per family, MoEISR against the equal-budget backbone, the extra training alone
+    (equal budget against the backbone) and MoEISR against the backbone it started from.
 
-
-def family_reading(
-    frame: pd.DataFrame,
-    family: Family,
-    set_sizes: Mapping[str, int] | None = None,
-    deepest_expert: int | None = None,
-) -> list[str]:
-    """Templated sentences about one family, computed from `family_cells` (and the expert shares if given)."""
-    cells = family_cells(frame, family)
-    moe, eq = family.moe_label, f"the equal-budget {family.label}"
-    if cells.empty:
-        return [f"{moe}: no rows to compare with {eq} (evaluate all three models first)."]
-    n = len(cells)
-    d, saved = cells["d_psnr_equal"], cells["saved_pct"]
-    wins = int((d >= -TIE_DB).sum())
-    sentences = [
-        f"Across {n} set×scale cell{'s' if n > 1 else ''}, {moe} {_saving(saved.mean(), eq)} on average "
-        f"(per-cell saving {saved.min():.1f}% to {saved.max():.1f}%), at a PSNR difference of {d.mean():+.3f} dB "
-        f"on average (per cell {d.min():+.3f} to {d.max():+.3f} dB)."
-    ]
-    best = cells.loc[saved.idxmax()]
-    sentences.append(
-        f"Largest saving: {moe} {_saving(best['saved_pct'])} on {_cell_name(best, set_sizes)} "
-        f"at ΔPSNR {best['d_psnr_equal']:+.3f} dB."
-    )
-    worst = cells.loc[d.idxmin()]
-    what = "Largest PSNR loss" if worst["d_psnr_equal"] < 0 else "Smallest PSNR gain"
-    sentences.append(
-        f"{what}: {worst['d_psnr_equal']:+.3f} dB on {_cell_name(worst, set_sizes)} ({_saving(worst['saved_pct'])})."
-    )
-    if wins == 0:
-        sentences.append(f"{moe} does not match {eq} in any cell: it is {-d.max():.3f} dB or more below it everywhere.")
-    elif wins == n:
-        sentences.append(f"{moe} matches or beats {eq} (ΔPSNR ≥ −{TIE_DB} dB) in every cell.")
-    else:
-        sentences.append(
-            f"{moe} matches or beats {eq} (ΔPSNR ≥ −{TIE_DB} dB) in {wins} of {n} cells, not in the others."
-        )
-    if saved.mean() > 0 and d.mean() < -TIE_DB:
-        sentences.append(f"So in this run {moe}'s FLOPs savings cost PSNR: it trades quality for compute.")
-    elif saved.mean() > 0:
-        sentences.append(f"So in this run {moe} is cheaper than {eq} at the same or better PSNR on average.")
-    else:
-        sentences.append(f"So in this run {moe} saves no FLOPs on average.")
-    extra = cells["equal_psnr"] - cells["backbone_psnr"]
-    sentences.append(
-        f"The extra training alone moved {family.label} by {extra.mean():+.3f} dB on average (equal-budget "
-        f"{family.label} − {family.label}); against the {family.label} it started from, {moe} is at "
-        f"{cells['d_psnr_backbone'].mean():+.3f} dB."
-    )
-    if deepest_expert is not None:
+    Columns: comparison, cells, pairs (image × scale), the mean ΔPSNR over the pairs (dB) with its 95% paired bootstrap
+    interval (`moeisr.metrics.paired`), the range of the cell means, pairs better/worse, FLOPs saved (% of the second
+    model's, mean and range over cells), the deepest expert's share of pixels (range over cells, MoEISR rows),
+    verdict and what decided it (the interval, or the practical floor).
+    """
+    out = []
+    for family in families:
+        cells = family_cells(frame, family)
+        if cells.empty:
+            continue
         shares = pixel_shares(frame, family.moe)
-        column = f"share_{deepest_expert}"
-        if not shares.empty and column in shares:
-            sentences.append(
-                f"{moe} sent {100 * shares[column].min():.1f}% to {100 * shares[column].max():.1f}% of the output "
-                f"pixels to its deepest expert (per cell; expert shares in tables/experts.md)."
+        column = f"share_{(deepest or {}).get(family.moe)}"
+        share = (
+            f"{100 * shares[column].min():.1f}–{100 * shares[column].max():.1f}%"
+            if not shares.empty and column in shares
+            else "–"
+        )
+        eq, bb = f"equal-budget {family.label}", family.label
+        for label, a, b, d_cells, saved in (
+            (f"{family.moe_label} vs {eq}", family.moe, family.equal, cells["d_psnr_equal"], cells["saved_pct"]),
+            (f"{eq} vs {bb} (extra training)", family.equal, family.backbone,
+             cells["equal_psnr"] - cells["backbone_psnr"], 0 * cells["saved_pct"]),
+            (f"{family.moe_label} vs {bb}", family.moe, family.backbone, cells["d_psnr_backbone"],
+             100.0 * (1.0 - cells["moe_gflops"] / cells["backbone_gflops"])),
+        ):  # fmt: skip
+            stats = paired_bootstrap(_paired(frame, a, b))
+            verdict, decided = stats.verdict()
+            out.append(
+                {
+                    "comparison": label,
+                    "cells": len(cells),
+                    "pairs": stats.n,
+                    "ΔPSNR (dB)": round(stats.mean, 3),
+                    "per cell": f"{d_cells.min():+.3f} to {d_cells.max():+.3f}",
+                    "95% CI": f"[{stats.lo:+.3f}, {stats.hi:+.3f}]",
+                    "pairs better / worse": f"{stats.better} / {stats.worse}",
+                    "FLOPs saved (%)": round(float(saved.mean()), 1),
+                    "saved per cell (%)": f"{saved.min():.1f} to {saved.max():.1f}",
+                    "deepest expert": share if a == family.moe else "–",
+                    "verdict": verdict,
+                    "decided by": decided,
+                }
             )
-    return sentences
+    return pd.DataFrame(out)
 
 
 def reading(
@@ -100,8 +89,27 @@ def reading(
     deepest: Mapping[str, int] | None = None,
     families: Sequence[Family] = FAMILIES,
 ) -> list[str]:
-    """One paragraph (list of sentences) per family; `deepest` maps a MoEISR model to its deepest expert's index."""
-    return [" ".join(family_reading(frame, f, set_sizes, (deepest or {}).get(f.moe))) for f in families]
+    """The "Reading" section: the comparison table (`comparison_rows`), then one short sentence per family whose
+    numbers all come from that table."""
+    table = comparison_rows(frame, deepest, families)
+    if table.empty:
+        return ["_No family has all three models evaluated yet._"]
+    sentences = []
+    for family in families:
+        rows = table[table["comparison"].str.startswith(f"{family.moe_label} vs equal")]
+        if rows.empty:
+            continue
+        r = rows.iloc[0]
+        relation = {"worse": "is worse than", "better": "is better than"}.get(r["verdict"], "matches")
+        sentences.append(
+            f"{family.moe_label} {relation} the equal-budget {family.label} ({r['ΔPSNR (dB)']:+.3f} dB, 95% CI "
+            f"{r['95% CI']}, decided by the {r['decided by']}) at {r['FLOPs saved (%)']:.1f}% fewer FLOPs."
+        )
+    lead = (
+        "Verdicts come from the 95% paired bootstrap interval over images (2000 resamples, seed 0); a difference "
+        f"below {FLOOR_DB:g} dB is not counted as a finding."
+    )
+    return [table.to_markdown(index=False, disable_numparse=True), " ".join(sentences), lead]
 
 
 @dataclass
