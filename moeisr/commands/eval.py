@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from moeisr.commands.arguments import scale_list, set_list
@@ -154,6 +153,7 @@ def check_images(grid, root: Path | None) -> None:
     Truncated pixel data is only found when the image is decoded; that error names the file too.
     """
     from moeisr.data.benchmark import list_images
+    from moeisr.data.degrade import floor_lr_size
     from moeisr.data.images import image_size
     from moeisr.metrics._common import shave_for
     from moeisr.metrics.ssim_metric import SSIM_WINDOW
@@ -162,7 +162,7 @@ def check_images(grid, root: Path | None) -> None:
         for path in list_images(dataset, root, grid.limit.get(dataset)):
             height, width = image_size(path)
             for scale in grid.scales:
-                lr = [math.floor(side / scale + 1e-9) for side in (height, width)]  # degrade.lr_size's rule
+                lr = floor_lr_size((height, width), scale)
                 crop = [round(n * scale) for n in lr]
                 shave = shave_for(scale, grid.protocol)
                 if min(lr) < 1 or min(crop) - 2 * shave < SSIM_WINDOW:

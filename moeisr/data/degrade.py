@@ -145,10 +145,15 @@ def crop_to_multiple(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return hr[..., : H - H % k, : W - W % k]
 
 
-def lr_size(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """LR (h, w) for an HR (H, W) at real `scale` >= 1: floor(H / s + 1e-9), floor(W / s + 1e-9)."""
+def floor_lr_size(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """LR (h, w) for an HR (H, W) at real `scale` >= 1: floor(H / s + 1e-9), floor(W / s + 1e-9); may be 0."""
     s = _check_scale(scale)
-    h, w = math.floor(hr_size[0] / s + 1e-9), math.floor(hr_size[1] / s + 1e-9)
+    return math.floor(hr_size[0] / s + 1e-9), math.floor(hr_size[1] / s + 1e-9)
+
+
+def lr_size(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """`floor_lr_size`, with a UserError when a side would be empty."""
+    h, w = floor_lr_size(hr_size, scale)
     if h < 1 or w < 1:
         raise UserError(
             f"image of {hr_size[0]}x{hr_size[1]} pixels is too small for scale x{scale}; use a smaller scale"

@@ -14,11 +14,9 @@ import random
 from collections.abc import Sequence
 
 import pandas as pd
-from tqdm import tqdm
 
-from moeisr.data.images import load_image
 from moeisr.errors import UserError
-from moeisr.evaluate.runner import FlopsFn, Grid, GridItem, ModelEntry, evaluate_one, grid_items, item_key
+from moeisr.evaluate.runner import FlopsFn, Grid, GridItem, ModelEntry, compute_rows, grid_items
 from moeisr.evaluate.tidy import MATCH_KEYS, MODEL_ORDER
 
 SAMPLE_SEED = 0
@@ -72,32 +70,11 @@ def recompute(
     commit: str = "",
 ) -> pd.DataFrame:
     """Evaluate `items` afresh (no cache involved): one tidy row each, as `evaluate` writes them."""
-    lpips_model = None
-    if with_lpips:
-        from moeisr.metrics import load_lpips
-
-        lpips_model = load_lpips(device)
-    rows, hr_path, hr = [], None, None
-    for entry, dataset, path, scale, knob in tqdm(items, desc="recheck", unit="img", disable=not progress):
-        if path != hr_path:
-            hr_path, hr = path, load_image(path)
-        key = item_key((entry, dataset, path, scale, knob), grid)
-        row = evaluate_one(
-            entry,
-            dataset,
-            path.stem,
-            hr,
-            scale,
-            knob,
-            grid.protocol,
-            device=device,
-            lpips_model=lpips_model,
-            flops_fn=flops_fn,
-            image_hash=key.image_hash,
-            precision=grid.precision,
-        )
-        rows.append({**row, "commit": commit})
-    return pd.DataFrame(rows)
+    rows = compute_rows(
+        items, grid, device=device, with_lpips=with_lpips, flops_fn=flops_fn, progress=progress, commit=commit,
+        desc="recheck",
+    )  # fmt: skip
+    return pd.DataFrame(list(rows))
 
 
 MATCH = ["model", "ckpt_hash", "dataset", "image", "image_hash", "scale", "knob"]

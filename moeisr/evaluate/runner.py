@@ -195,31 +195,53 @@ def evaluate(
 
     Returns (the grid's cache keys, in grid order; the number of rows computed now).
     """
-    commit = commit or current_commit()
+    todo = grid_items(entries, grid, root)
+    keys = [item_key(item, grid) for item in todo]
+    work = [
+        item
+        for item, key in zip(todo, keys, strict=True)
+        if cache.missing([key], requested_metrics(item[0], with_lpips, flops_fn is not None))
+    ]
+    written = 0
+    rows = compute_rows(
+        work, grid, device=device, with_lpips=with_lpips, flops_fn=flops_fn, chunk_size=chunk_size,
+        progress=progress, commit=commit or current_commit(), desc="eval",
+    )  # fmt: skip
+    for row in rows:
+        written += cache.append([row])  # one row at a time: an interruption loses at most the image in flight
+    return keys, written
+
+
+def compute_rows(
+    items: Sequence[GridItem],
+    grid: Grid,
+    *,
+    device: str = "cpu",
+    with_lpips: bool = True,
+    flops_fn: FlopsFn | None = None,
+    chunk_size: int = 32768,
+    progress: bool = True,
+    commit: str = "",
+    desc: str = "eval",
+):
+    """Evaluate `items` (no cache involved), yielding one tidy row each, in order; each HR image is read once per
+    run of consecutive items on it."""
     lpips_model = None
     if with_lpips:
         from moeisr.metrics import load_lpips
 
         lpips_model = load_lpips(device)
-    todo = grid_items(entries, grid, root)
-    keys = [item_key(item, grid) for item in todo]
-    work = []
-    for item, key in zip(todo, keys, strict=True):
-        if cache.missing([key], requested_metrics(item[0], with_lpips, flops_fn is not None)):
-            work.append((*item, key))
-    hr_cache: dict[Path, torch.Tensor] = {}
-    written = 0
-    bar = tqdm(work, desc="eval", unit="img", disable=not progress)
-    for entry, dataset, path, scale, knob, key in bar:
+    hr_path, hr = None, None
+    bar = tqdm(items, desc=desc, unit="img", disable=not progress)
+    for entry, dataset, path, scale, knob in bar:
         bar.set_postfix_str(f"{entry.name} {dataset}/{path.stem} x{scale:g}")
-        if path not in hr_cache:
-            hr_cache.clear()  # images are visited in order, so one decoded HR is enough
-            hr_cache[path] = load_image(path)
+        if path != hr_path:
+            hr_path, hr = path, load_image(path)
         row = evaluate_one(
             entry,
             dataset,
             path.stem,
-            hr_cache[path],
+            hr,
             scale,
             knob,
             grid.protocol,
@@ -227,12 +249,11 @@ def evaluate(
             lpips_model=lpips_model,
             flops_fn=flops_fn,
             chunk_size=chunk_size,
-            image_hash=key.image_hash,
+            image_hash=image_hash(path),
             precision=grid.precision,
         )
         row["commit"] = commit
-        written += cache.append([row])
-    return keys, written
+        yield row
 
 
 def evaluate_one(
