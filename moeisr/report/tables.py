@@ -304,6 +304,26 @@ def published_table(
 # ------------------------------------------------------------------------------ reproduction check
 
 
+def recheck_table(summary: pd.DataFrame, comparison: pd.DataFrame) -> str:
+    """Markdown of the sampled recheck: per model, the rows recomputed, max |ΔPSNR|, max relative |ΔGFLOPs| and
+    the rows outside the tolerance; then the sampled (set, scale, image) cells."""
+    rows = [
+        {
+            "model": r["model"],
+            "rows recomputed": str(int(r["recomputed"])),
+            "max |ΔPSNR| (dB)": f"{r['max_abs_dpsnr']:.4f}",
+            "max |ΔGFLOPs| (relative)": f"{r['max_rel_dgflops']:.1e}",
+            "outside tolerance": str(int(r["outside"])),
+        }
+        for _, r in summary.iterrows()
+    ]
+    cells = comparison.drop_duplicates(["dataset", "scale", "image"])
+    sample = ", ".join(
+        f"{d} ×{s:g}: {i}" for d, s, i in zip(cells["dataset"], cells["scale"], cells["image"], strict=True)
+    )
+    return pd.DataFrame(rows).to_markdown(index=False) + f"\n\nSampled images: {sample}.\n"
+
+
 def reproduction_table(check: pd.DataFrame, target_db: float = 0.01) -> str:
     """Markdown of `reproduction_check` with a one-line verdict against `target_db`."""
     if check.empty or int(check["compared"].sum()) == 0:
