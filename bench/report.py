@@ -377,7 +377,7 @@ def write(store: B.Store, out_dir: Path) -> list[Path]:
 
 
 def rebuild(out_dir: Path, merged: dict | None = None) -> list[Path]:
-    """summary.json, bench.md, speed.png and the speed section of out_dir/../REPORT.md (if that exists) from the
+    """summary.json, bench.md, speed.png and, re-rendered by `moeisr.report.render`, out_dir/../REPORT.md from the
     merged rows (default: out_dir/measurements.json), without measuring anything: after a change of what they
     show, `python bench/report.py [OUT_DIR]` rewrites them from the committed measurements."""
     if merged is None:
@@ -389,13 +389,10 @@ def rebuild(out_dir: Path, merged: dict | None = None) -> list[Path]:
     fig = figure(merged, out_dir / "speed.png")
     if fig is not None:
         paths.append(fig)
-    report = out_dir.parent / "REPORT.md"  # results/REPORT.md when the suite writes results/bench
-    if report.is_file():
-        from moeisr.report.report_md import SPEED_MARKERS, speed_section, splice_section
+    if (out_dir.parent / "run.json").is_file():  # results/ of a reproduce run: REPORT.md's one writer re-renders it
+        from moeisr.report.render import render_results
 
-        text = splice_section(report.read_text(encoding="utf-8"), speed_section(out_dir.parent), SPEED_MARKERS)
-        atomic_write_text(report, text)
-        paths.append(report)
+        paths.append(render_results(out_dir.parent, log=lambda line: None))
     return paths
 
 

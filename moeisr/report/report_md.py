@@ -246,9 +246,9 @@ def render_report(inputs: ReportInputs) -> str:
         for title, path in inputs.figures.items():
             lines += [f"### {title}", "", f"![{title}]({path})", ""]
     if inputs.ablations:
-        lines += [ABLATION_MARKERS[0], inputs.ablations.rstrip(), ABLATION_MARKERS[1], ""]
+        lines += [inputs.ablations.rstrip(), ""]
     if inputs.speed:
-        lines += [SPEED_MARKERS[0], inputs.speed.rstrip(), SPEED_MARKERS[1], ""]
+        lines += [inputs.speed.rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -323,7 +323,6 @@ def splice_section(report: str, section: str, markers: tuple[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------ speed suite
 
-SPEED_MARKERS = ("<!-- speed:start -->", "<!-- speed:end -->")
 
 
 def _range(values) -> str:
