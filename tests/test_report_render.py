@@ -1,0 +1,48 @@
+"""REPORT.md has one writer and every number in it comes from the committed data files: re-rendering the committed
+results folder (main.csv, run.json, reproduction.csv, timings, logs, pictures, ablations, bench) reproduces the
+committed REPORT.md and tables, apart from the line naming the machine that rendered it; and its prose stays short.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from moeisr.report.render import render_results
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+INPUTS = ["main.csv", "run.json", "reproduction.csv", "timings.json", "logs", "figures/data", "ablations", "bench"]
+
+
+def _without_machine(text: str) -> str:
+    return re.sub(r"^_Generated at commit .*$", "", text, flags=re.M)
+
+
+def _render_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "results"
+    for name in INPUTS:
+        source = RESULTS / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / name)
+    render_results(copy, log=lambda line: None)
+    return copy
+
+
+def test_rendering_the_committed_data_reproduces_the_committed_report(tmp_path):
+    copy = _render_copy(tmp_path)
+    assert _without_machine((copy / "REPORT.md").read_text()) == _without_machine((RESULTS / "REPORT.md").read_text())
+    for table in ("main.md", "experts.md", "published.md"):
+        assert (copy / "tables" / table).read_text() == (RESULTS / "tables" / table).read_text(), table
+
+
+def prose_paragraphs(markdown: str) -> list[str]:
+    """Blocks of REPORT.md that are prose: not headings, tables, lists, quotes, images or code."""
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", markdown)]
+    return [b for b in blocks if b and not b.startswith(("#", "|", "-", ">", "!", "`", "_", "*"))]
+
+
+def test_prose_paragraphs_are_short():
+    paragraphs = prose_paragraphs((RESULTS / "REPORT.md").read_text())
+    assert paragraphs, "REPORT.md has no prose to check"
+    longest = max(paragraphs, key=len)
+    assert len(longest) < 600, longest[:200]
