@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from test_pipeline_support import smoke_workspace
 
-from moeisr.ablations.analysis import read_summary
-from moeisr.ablations.run import run_ablations
-from moeisr.ablations.text import NOISE_FACTOR, factor_reading
 from moeisr.models.checkpoint import read_checkpoint
+from moeisr.pipeline.ablations import run_ablations
+from moeisr.report.ablations.analysis import read_summary
+from moeisr.report.ablations.tables import NOISE_FACTOR, factor_reading
 from moeisr.report.report_md import ABLATION_MARKERS, ablation_section
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores

@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from moeisr.ablations.analysis import factor_cells, factor_summary
-from moeisr.ablations.text import factor_reading, factors_table
+from moeisr.report.ablations.analysis import factor_cells, factor_summary
+from moeisr.report.ablations.tables import factor_reading, factors_table
 
 
 def _rows(model, psnrs, gflops, shares):

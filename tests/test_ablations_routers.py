@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from moeisr.ablations.analysis import front_gap, pareto_mask
-from moeisr.ablations.routers import (
+from moeisr.data.degrade import degrade
+from moeisr.data.images import load_image
+from moeisr.data.roots import data_root
+from moeisr.evaluate.routers import (
     assemble,
     counts_for_shares,
     derived_generator,
@@ -18,11 +20,9 @@ from moeisr.ablations.routers import (
     random_assign,
     sweep_knobs,
 )
-from moeisr.data.degrade import degrade
-from moeisr.data.images import load_image
-from moeisr.data.roots import data_root
 from moeisr.metrics import psnr
 from moeisr.models.moe.moeisr import MoEISR
+from moeisr.report.ablations.analysis import front_gap, pareto_mask
 from moeisr.report.report_md import ABLATION_MARKERS, ReportInputs, render_report, splice_ablation_section
 
 BACKBONES = {

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     )
     add_pipeline_arguments(
         parser,
-        stages_from="moeisr.ablations.run",
+        stages_from="moeisr.pipeline.ablations",
         stage_names="train,eval,sweep,report",
         overrides_help="override a spec key of the main experiments and every row (before the ablation budget)",
         retrain_help="ignore the rows' bundled checkpoints",
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from moeisr.ablations.run import run_ablations
+    from moeisr.pipeline.ablations import run_ablations
 
     run_ablations(
         rows=args.rows, suite=args.suite, train_main=args.train_main, plan_only=args.plan, **pipeline_options(args)

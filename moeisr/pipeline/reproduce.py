@@ -37,7 +37,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.ablations.analysis import read_summary_if_any
 from moeisr.config import Experiment, load_experiment, with_loaded_parent
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size, load_image
@@ -52,6 +51,7 @@ from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 from moeisr.report import figures, tables
+from moeisr.report.ablations.analysis import read_summary_if_any
 from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
 STAGES = ("train", "eval", "check", "report")

@@ -252,11 +252,11 @@ ABLATION_MARKERS = ("<!-- ablations:start -->", "<!-- ablations:end -->")
 def ablation_section(results: str | Path) -> str:
     """The "## Ablations" section for REPORT.md from `<results>/ablations/*.csv`, or "" when they do not exist.
 
-    The reading is regenerated here from the CSVs (`moeisr.ablations.text.reading`); the tables are those of
+    The reading is regenerated here from the CSVs (`moeisr.report.ablations.tables.reading`); the tables are those of
     `<results>/tables/ablations.md` (without its title, provenance and reading), headings one level down.
     """
-    from moeisr.ablations.analysis import read_summary_if_any
-    from moeisr.ablations.text import reading
+    from moeisr.report.ablations.analysis import read_summary_if_any
+    from moeisr.report.ablations.tables import reading
 
     results = Path(results)
     frames = {

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from moeisr.ablations.analysis import found_share
-from moeisr.ablations.routers import DEFAULT_ORACLE_LEVEL
+from moeisr.evaluate.routers import DEFAULT_ORACLE_LEVEL
+from moeisr.report.ablations.analysis import found_share
 from moeisr.report.tables import dataset_label
 
 NOTABLE_DB = 0.05  # a factor "mattered" if some value moved PSNR by at least this much (mean over the cells) ...

@@ -33,10 +33,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.ablations import analysis, figures, text
-from moeisr.ablations.evaluation import evaluate_reference_routers, reference_labels
-from moeisr.ablations.routers import default_routing_cost, knob_at_cost, sweep_knobs
-from moeisr.ablations.spec import (
+from moeisr.config import Experiment
+from moeisr.data.benchmark import list_images
+from moeisr.data.degrade import degrade
+from moeisr.data.images import image_size, load_image
+from moeisr.errors import UserError
+from moeisr.evaluate.cache import ResultsCache
+from moeisr.evaluate.reference_routers import evaluate_reference_routers, reference_labels
+from moeisr.evaluate.routers import default_routing_cost, knob_at_cost, sweep_knobs
+from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
+from moeisr.flops.per_image import ArchitectureFlops
+from moeisr.io import atomic_write_text
+from moeisr.pipeline.ablation_spec import (
     SUITE_FILE,
     ProfileSpec,
     Row,
@@ -47,19 +55,11 @@ from moeisr.ablations.spec import (
     load_suite,
     row_experiment,
 )
-from moeisr.config import Experiment
-from moeisr.data.benchmark import list_images
-from moeisr.data.degrade import degrade
-from moeisr.data.images import image_size, load_image
-from moeisr.errors import UserError
-from moeisr.evaluate.cache import ResultsCache
-from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
-from moeisr.flops.per_image import ArchitectureFlops
-from moeisr.io import atomic_write_text
 from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit, header
+from moeisr.report.ablations import analysis, figures, tables
 from moeisr.report.tables import dataset_label
 
 STAGES = ("train", "eval", "sweep", "report")
@@ -483,7 +483,7 @@ def _keys(entry: ModelEntry, grid: Grid, labels: Sequence) -> list:
 
 
 def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries, grid, spec, cache, log) -> dict:
-    """The tidy rows and the summaries the report writes (see `moeisr.ablations.analysis`)."""
+    """The tidy rows and the summaries the report writes (see `moeisr.report.ablations.analysis`)."""
     meta_rows = []
     for r in selected:
         if r.name not in entries:
@@ -582,7 +582,7 @@ def _write_outputs(frames, paths: AblationPaths, spec: ProfileSpec, grid: Grid, 
         )
         + "."
     )
-    markdown = text.ablations_markdown(
+    markdown = tables.ablations_markdown(
         header(commit, spec.name, command),
         frames["factors"],
         frames["factor_cells"],
