@@ -21,7 +21,7 @@ def current_commit(repo: Path | None = None, ignore: tuple[str, ...] = GENERATED
     ignore: path prefixes whose changes do not make the code dirty (default: the generated outputs, so that
     a job rewriting the tracked results of the previous one is still stamped with the clean commit).
     """
-    repo = repo or Path(__file__).resolve().parents[2]
+    repo = repo or Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
