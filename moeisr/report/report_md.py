@@ -250,48 +250,11 @@ ABLATION_MARKERS = ("<!-- ablations:start -->", "<!-- ablations:end -->")
 
 
 def ablation_section(results: str | Path) -> str:
-    """The "## Ablations" section for REPORT.md from `<results>/ablations/*.csv`, or "" when they do not exist.
+    """The "## Ablations" section for REPORT.md (`moeisr.report.ablations.render.section_markdown`), or "" when
+    `<results>/ablations/` holds no summaries."""
+    from moeisr.report.ablations.render import section_markdown
 
-    The reading is regenerated here from the CSVs (`moeisr.report.ablations.tables.reading`); the tables are those of
-    `<results>/tables/ablations.md` (without its title, provenance and reading), headings one level down.
-    """
-    from moeisr.report.ablations.analysis import read_summary_if_any
-    from moeisr.report.ablations.tables import reading
-
-    results = Path(results)
-    frames = {
-        name: read_summary_if_any(results / "ablations" / f"{name}.csv")
-        for name in ("factors", "sweep_points", "routers")
-    }
-    if all(frame.empty for frame in frames.values()):
-        return ""
-    routers = frames["routers"]
-    levels = sorted(
-        {float(m.group(1)) for m in (re.search(r"oracle ε=([\d.]+)/255", str(r)) for r in routers.get("router", []))
-         if m}
-    )  # fmt: skip
-    lines = ["## Ablations", ""]
-    for paragraph in reading(frames["factors"], frames["sweep_points"], routers, levels):
-        lines += [paragraph, ""]
-    table = results / "tables" / "ablations.md"
-    if table.is_file():
-        lines += ["_Tables: `tables/ablations.md`; data: `ablations/*.csv`._", ""]
-        lines += [_demoted_tables(table.read_text(encoding="utf-8")), ""]
-    # only the figures of what the CSVs hold: a figure left by an earlier run with other models is not shown
-    shown = [("Ablation factors", "figures/ablations_factors.png")] if not frames["factors"].empty else []
-    for family in dict.fromkeys(frames["sweep_points"].get("family", [])):
-        shown.append((f"Routing sweep: {family}", f"figures/ablations_sweep_{family.removeprefix('moeisr-')}.png"))
-    for title, path in shown:
-        if (results / path).is_file():
-            lines += [f"### {title}", "", f"![{title}]({path})", ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _demoted_tables(markdown: str) -> str:
-    """The `## ` sections of tables/ablations.md except its Reading, each heading one level down."""
-    sections = re.split(r"(?m)^(?=## )", markdown)
-    kept = [s for s in sections[1:] if not s.startswith("## Reading")]
-    return re.sub(r"(?m)^(#{2,5}) ", r"#\1 ", "".join(kept)).rstrip()
+    return section_markdown(results) or ""
 
 
 def splice_ablation_section(report: str, section: str) -> str:
