@@ -4,26 +4,31 @@ Data root from tests/test_pipeline_support.py, as in test_reproduce.py: two real
 takes the first) and the real training images. The main models train 4 steps (`--set optim.max_steps=4`,
 `--train-main`); the ablation budget of the smoke profile (2 steps) then applies to every row alike. Three rows
 (liif-ref, liif-mapper1, liif-j2), the sweep of both MoEISR models at 7 budgets + argmax, the oracle at ε = 0 and
-1/255 and the random router.
+1/255 and the random router. `moeisr.commands.ablations.ablations` runs the pipeline stages, then the report.
 """
 
+import json
 import math
 
 import pandas as pd
 import pytest
 from test_pipeline_support import smoke_workspace
 
-from moeisr.ablations.analysis import read_summary
-from moeisr.ablations.run import run_ablations
-from moeisr.ablations.text import NOISE_FACTOR, factor_reading
+from moeisr.commands.ablations import ablations
 from moeisr.models.checkpoint import read_checkpoint
-from moeisr.report.report_md import ABLATION_MARKERS, ablation_section
+from moeisr.report.ablations.analysis import read_summary
+from moeisr.report.ablations.reading import factor_verdicts
+from moeisr.report.ablations.render import section_markdown
+from moeisr.report.ablations.tables import NOISE_FACTOR
+from moeisr.report.report_md import ablation_section
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores
 
 OVERRIDES = ["optim.max_steps=4"]
 ROWS = ("liif-ref", "liif-mapper1", "liif-j2")
-CSVS = ("rows", "factor_cells", "factors", "sweep", "sweep_points", "routers")
+RAW = ("rows", "matched", "sweep")  # the pipeline's, with meta.json
+SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers")  # the report's
+REPORT = "# moeisr reproduction report\n\nmain body\n"
 FIGURES = ("factors", "sweep_liif", "sweep_lte")
 
 
@@ -32,12 +37,14 @@ def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("ablations")
     with smoke_workspace(base) as (root, folders):
         (base / "results").mkdir()
-        (base / "results" / "REPORT.md").write_text("# moeisr reproduction report\n\nmain body\n")
+        (base / "results" / "REPORT.md").write_text(REPORT)
         lines: list[str] = []
-        result = run_ablations(
-            "smoke", overrides=OVERRIDES, train_main=True, progress=False, log=lines.append, **folders
+        result, written = ablations(
+            profile="smoke", overrides=OVERRIDES, train_main=True, progress=False, log=lines.append, **folders
         )
-        yield {"result": result, "log": lines, "folders": folders, "root": root}
+        summaries = {n: (folders["results"] / "ablations" / f"{n}.csv").read_bytes() for n in SUMMARIES}
+        yield {"result": result, "written": written, "log": lines, "folders": folders, "root": root,
+               "summaries": summaries}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -63,9 +70,15 @@ def test_rows_fine_tune_from_the_main_backbone_at_one_budget(workspace):
 
 def test_every_output_is_written(workspace):
     results = workspace["folders"]["results"]
-    expected = [f"ablations/{name}.csv" for name in CSVS] + ["tables/ablations.md", "ablations/timings.json"]
+    raw = [f"ablations/{name}.csv" for name in RAW] + ["ablations/meta.json"]
+    assert sorted(workspace["result"].written) == sorted(results / p for p in raw)  # the pipeline: raw artefacts
+    expected = [f"ablations/{name}.csv" for name in SUMMARIES] + ["tables/ablations.md"]
     expected += [f"figures/ablations_{name}.png" for name in FIGURES]
-    assert [p for p in expected if not (results / p).is_file()] == []
+    assert sorted(workspace["written"]) == sorted(results / p for p in expected)  # the report
+    assert (results / "ablations" / "timings.json").is_file()
+    meta = json.loads((results / "ablations" / "meta.json").read_text())
+    assert [r["row"] for r in meta["rows"]] == list(ROWS) and meta["main_steps"] == {"moeisr_liif": 4}
+    assert all(len(r["costs"]) == r["n_experts"] and max(r["costs"]) == 1 for r in meta["rows"])
     factors = _csv(workspace, "factors")
     assert list(factors["row"]) == list(ROWS)
     ref = factors.set_index("row").loc["liif-ref"]
@@ -117,23 +130,26 @@ def test_sweep_covers_all_cheapest_to_all_deepest_with_oracle_and_random(workspa
     assert not points.loc[points["router"] == "oracle", "on_front"].any()
 
 
-def test_report_section_is_spliced_and_generated_from_the_csvs(workspace):
+def test_the_report_md_section_is_built_from_the_results_and_report_md_is_left_alone(workspace):
     results = workspace["folders"]["results"]
-    report = (results / "REPORT.md").read_text()
-    assert report.startswith("# moeisr reproduction report\n\nmain body")
-    assert report.count(ABLATION_MARKERS[0]) == 1 and "## Ablations" in report
-    assert "Mapper depth (conv layers): 1 instead of 3 changed PSNR by" in report
-    assert "### Budget and grid" in report  # the shortened budget is stated in the report, not only in the tables
+    assert (results / "REPORT.md").read_text() == REPORT  # REPORT.md is the one renderer's (moeisr reproduce)
+    section = section_markdown(results)
+    assert section == ablation_section(results) and section.startswith("## Ablations\n\n### Factors: MoEISR-LIIF")
+    verdicts = factor_verdicts(_csv(workspace, "factors"))
+    assert list(verdicts["row"]) == ["liif-mapper1", "liif-j2"]
+    for _, v in verdicts.iterrows():
+        assert f"| `{v['row']}` " in section and f"| {v['d_psnr']:+.3f} " in section
+    assert "### Budget and grid" in section  # the shortened budget is stated in the report, not only in the tables
     assert (
-        "**Shortened budget, the same for every row**: each row, its reference included, fine-tunes 2 steps" in report
+        "**Shortened budget, the same for every row**: each row, its reference included, fine-tunes 2 steps" in section
     )
-    assert "![Routing sweep: moeisr-liif](figures/ablations_sweep_liif.png)" in report
-    assert ablation_section(results) in report
-    # the reading is computed: change the numbers, the sentence follows
+    assert "![Routing sweep: moeisr-liif](figures/ablations_sweep_liif.png)" in section
+    # the verdicts are computed: change the numbers, the verdict follows
     factors = _csv(workspace, "factors")
-    factors.loc[factors["row"] == "liif-j2", ["d_psnr", "d_gflops_pct"]] = [-0.25, -12.5]
-    text = " ".join(factor_reading(factors))
-    assert "2 instead of 4 changed PSNR by -0.250 dB" in text and "GFLOPs by -12.5%" in text
+    at = factors["row"] == "liif-j2"
+    factors.loc[at, ["d_psnr", "d_gflops_pct", "d_psnr_matched"]] = [-0.25, -12.5, float("nan")]
+    line = factor_verdicts(factors).set_index("row").loc["liif-j2"]
+    assert (line["d_psnr"], line["d_gflops_pct"], line["verdict"]) == (-0.25, -12.5, "trade-off")
 
 
 def test_a_second_seed_of_the_reference_sets_the_noise_floor(workspace):
@@ -143,43 +159,30 @@ def test_a_second_seed_of_the_reference_sets_the_noise_floor(workspace):
     factors.loc[at, ["d_psnr", "d_gflops_pct", *matched]] = [-0.25, -1.0, -0.24, -0.3, -0.2, 0.1]
     at = factors["row"] == "liif-mapper1"  # 0.08 dB at its own cost, a 20% cheaper routing: the reference's knob
     factors.loc[at, ["d_psnr", "d_gflops_pct", *matched]] = [0.08, -20.0, float("nan"), float("nan"), float("nan"), 0]
-    quiet = " ".join(factor_reading(factors))
-    assert (
-        "changed the quality (at equal cost where measured): number of experts J, mapper depth (conv layers);" in quiet
-    )
-    assert "that moved only the operating point: none." in quiet
+    verdicts = factor_verdicts(factors).set_index("row")
+    assert verdicts.loc["liif-j2", "verdict"] == "worse" and verdicts.loc["liif-mapper1", "verdict"] == "better"
+    assert set(verdicts["floor_db_by"]) == {"threshold"} and set(verdicts["floor_db"]) == {0.05}
     # retrain the reference with another seed (it moves PSNR by 0.1 dB): the mapper's 0.08 dB is now noise
     seed = factors[factors["row"] == "liif-ref"].assign(
         row="liif-seed1", factor=NOISE_FACTOR, factor_label="training seed", value="1", reference_value="0",
         d_psnr=-0.1, d_psnr_min=-0.2, d_psnr_max=0.0, d_gflops_pct=0.5,
     )  # fmt: skip
-    noisy = " ".join(factor_reading(pd.concat([factors, seed], ignore_index=True)))
-    assert (
-        "Run-to-run noise, the reference retrained with another seed: seed 1 instead of 0 changed PSNR by "
-        "-0.100 dB (per cell -0.200 to +0.000)" in noisy
-    )
-    assert "With a floor of 0.100 dB and 5.0% GFLOPs (the larger of our thresholds of 0.05 dB and 5% and the " \
-        "seed-to-seed difference)" in noisy  # fmt: skip
-    assert (
-        "changed the quality (at equal cost where measured): number of experts J; that moved only the operating point "
-        in noisy
-    )
-    assert "within the floor): mapper depth (conv layers)." in noisy
-    assert "2 instead of 4 changed PSNR by -0.250 dB (per cell" in noisy and "-1.0%: worse at the same cost" in noisy
-    assert "it is -0.240 dB (per cell -0.300 to -0.200), worse" in noisy
-    assert "-20.0%: cheaper at the same quality" in noisy
-    assert "training seed (" not in noisy  # the noise is not ranked as a factor
+    noisy = factor_verdicts(pd.concat([factors, seed], ignore_index=True)).set_index("row")
+    assert set(noisy["floor_db"]) == {0.1} and set(noisy["floor_db_by"]) == {"noise"}
+    assert set(noisy["floor_pct"]) == {5.0} and set(noisy["floor_pct_by"]) == {"threshold"}
+    assert noisy.loc["liif-j2", "verdict"] == "worse"  # -0.24 dB at equal cost, beyond the noise
+    assert noisy.loc["liif-mapper1", "verdict"] == "cheaper"  # 20% cheaper, its 0.08 dB within the noise
+    assert noisy.loc["liif-seed1", "verdict"] == "noise"
 
 
 def test_second_run_reuses_everything(workspace):
     folders = workspace["folders"]
     lines: list[str] = []
-    again = run_ablations("smoke", overrides=OVERRIDES, progress=False, log=lines.append, **folders)
+    again, _ = ablations(profile="smoke", overrides=OVERRIDES, progress=False, log=lines.append, **folders)
     assert {c.status for c in again.checkpoints.values()} == {"reused"}
     assert {c.status for c in again.main_checkpoints.values()} == {"reused"}
     assert again.rows_computed == 0 and again.sweep_computed == 0
     assert not any("training" in line or "resuming" in line for line in lines)
-    report = (folders["results"] / "REPORT.md").read_text()
-    assert report.count(ABLATION_MARKERS[0]) == 1  # replaced, not appended again
-    first = workspace["result"].frames["factors"]["psnr"].iloc[0]
-    assert math.isclose(_csv(workspace, "factors")["psnr"].iloc[0], first)
+    assert (folders["results"] / "REPORT.md").read_text() == REPORT
+    for name, first in workspace["summaries"].items():
+        assert (folders["results"] / "ablations" / f"{name}.csv").read_bytes() == first, name

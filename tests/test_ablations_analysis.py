@@ -1,13 +1,14 @@
 """The factor summaries on hand-made rows: the comparison with the reference, and with the reference re-routed to
-the row's decoder cost (`factor_cells(..., matched)`), down to the reading's sentence."""
+the row's decoder cost (`factor_cells(..., matched)`), down to the reading's verdict line."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from moeisr.ablations.analysis import factor_cells, factor_summary
-from moeisr.ablations.text import factor_reading, factors_table
+from moeisr.report.ablations.analysis import factor_cells, factor_summary
+from moeisr.report.ablations.reading import factor_verdicts, factor_verdicts_table
+from moeisr.report.ablations.tables import factors_table
 
 
 def _rows(model, psnrs, gflops, shares):
@@ -62,16 +63,22 @@ def test_factor_cells_compare_with_the_reference_and_at_matched_cost(frames):
     assert plain["d_psnr_matched"].isna().all() and plain.loc["row", "d_psnr"] == cells.loc["row", "d_psnr"]
 
 
-def test_the_reading_and_table_report_the_matched_cost_comparison(frames):
+def test_the_verdict_and_tables_report_the_matched_cost_comparison(frames):
     rows, meta, matched = frames
     summary = factor_summary(factor_cells(rows, meta, matched), meta)
-    text = " ".join(factor_reading(summary))
-    assert (
-        "5 instead of 3 changed PSNR by -0.100 dB" in text
-        and "GFLOPs by -20.0%: a trade-off, cheaper but worse" in text
-    )
-    assert "against the reference re-routed to the row's decoder cost (GFLOPs -1.2%) it is +0.200 dB" in text
-    assert "+0.200 to +0.200), better" in text
+    verdicts = factor_verdicts(summary).set_index("row")
+    assert list(verdicts.index) == ["row"]  # the reference is no comparison
+    line = verdicts.loc["row"]
+    assert math.isclose(line["d_psnr"], -0.1, abs_tol=1e-9) and math.isclose(line["d_gflops_pct"], -20.0, abs_tol=1e-9)
+    # at its own cost a trade-off (cheaper but 0.1 dB worse); at the reference's re-routed cost 0.2 dB better
+    assert math.isclose(line["quality_db"], 0.2, abs_tol=1e-9) and line["verdict"] == "better"
+    assert (line["floor_db"], line["floor_db_by"], line["floor_pct_by"]) == (0.05, "threshold", "threshold")
+    table = factor_verdicts_table(verdicts.reset_index())
+    assert "| -0.100 " in table and "| -20.0 " in table and "| +0.200 " in table and "| better " in table
+    assert "| 0.050 (threshold) " in table and "| 5.0 (threshold) " in table
     table = factors_table(summary)
     assert "| ΔPSNR vs ref re-routed to the row's cost (dB), mean [min, max]" in table
     assert "| +0.200 [+0.200, +0.200] (ΔGFLOPs -1.2%) " in table
+    # without the re-routed reference, the row's own cost decides: cheaper but worse beyond both floors
+    plain = factor_verdicts(factor_summary(factor_cells(rows, meta), meta)).set_index("row").loc["row"]
+    assert math.isnan(plain["d_psnr_matched"]) and plain["verdict"] == "trade-off"

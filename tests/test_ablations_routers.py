@@ -1,13 +1,15 @@
 """Reference routers on a small MoEISR model: every expert's output, the oracle, the random router, the sweep's knobs,
-the Pareto front and the REPORT.md splice."""
+the Pareto front and the REPORT.md section."""
 
 import math
 
 import pytest
 import torch
 
-from moeisr.ablations.analysis import front_gap, pareto_mask
-from moeisr.ablations.routers import (
+from moeisr.data.degrade import degrade
+from moeisr.data.images import load_image
+from moeisr.data.roots import data_root
+from moeisr.evaluate.routers import (
     assemble,
     counts_for_shares,
     derived_generator,
@@ -18,12 +20,10 @@ from moeisr.ablations.routers import (
     random_assign,
     sweep_knobs,
 )
-from moeisr.data.degrade import degrade
-from moeisr.data.images import load_image
-from moeisr.data.roots import data_root
 from moeisr.metrics import psnr
 from moeisr.models.moe.moeisr import MoEISR
-from moeisr.report.report_md import ABLATION_MARKERS, ReportInputs, render_report, splice_ablation_section
+from moeisr.report.ablations.analysis import front_gap, pareto_mask
+from moeisr.report.report_md import ReportInputs, render_report
 
 BACKBONES = {
     "liif": {
@@ -159,19 +159,8 @@ def test_pareto_front_and_gap():
     assert front_gap(gflops, psnr_db, 1.0, 30.0) == 0.0
 
 
-def test_report_splice_replaces_or_appends_the_ablation_section():
-    report = "# Report\n\nbody\n"
-    once = splice_ablation_section(report, "## Ablations\n\nfirst\n")
-    assert once.startswith(report.rstrip()) and once.count(ABLATION_MARKERS[0]) == 1 and "first" in once
-    twice = splice_ablation_section(once, "## Ablations\n\nsecond\n")
-    assert twice.count(ABLATION_MARKERS[0]) == 1 and "second" in twice and "first" not in twice
-    assert splice_ablation_section(twice, "") == report
-
-
-def test_render_report_embeds_the_ablation_section_between_markers():
+def test_render_report_embeds_the_ablation_section_once():
     inputs = ReportInputs("smoke", "abc", "moeisr reproduce", [], [], {}, "–", [], ablations="## Ablations\n\ntext\n")
     text = render_report(inputs)
-    start, end = ABLATION_MARKERS
-    assert f"{start}\n## Ablations\n\ntext\n{end}" in text
-    assert splice_ablation_section(text, "## Ablations\n\nnew\n").count(start) == 1
-    assert start not in render_report(ReportInputs("smoke", "abc", "c", [], [], {}, "–", []))
+    assert text.count("## Ablations\n\ntext\n") == 1 and "<!--" not in text
+    assert "## Ablations" not in render_report(ReportInputs("smoke", "abc", "c", [], [], {}, "–", []))

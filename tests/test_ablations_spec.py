@@ -6,8 +6,10 @@ import textwrap
 
 import pytest
 
-from moeisr.ablations.run import all_experts_cost, estimate, grid_of
-from moeisr.ablations.spec import (
+from moeisr.cli import main
+from moeisr.errors import UserError
+from moeisr.flops.closed_form import mlp_macs
+from moeisr.pipeline.ablation_spec import (
     SUITE_FILE,
     check_row,
     expert_hidden_lists,
@@ -16,9 +18,7 @@ from moeisr.ablations.spec import (
     row_experiment,
     spec_difference,
 )
-from moeisr.cli import main
-from moeisr.errors import UserError
-from moeisr.flops.closed_form import mlp_macs
+from moeisr.pipeline.ablations import all_experts_cost, estimate, grid_of
 from moeisr.pipeline.reproduce import default_paths, load_experiments
 
 PROFILES = ("smoke", "cpu", "paper")

@@ -45,8 +45,14 @@ def layer_of(module: str) -> int | None:
 def imports_of(path: Path) -> set[str]:
     """The moeisr modules `path` imports (absolute names; `from moeisr.x import y` counts y if it is a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {  # `if TYPE_CHECKING:` blocks are annotations, not dependencies at run time
+        id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for stmt in block.body for n in ast.walk(stmt)
+    }  # fmt: skip
     found = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("moeisr")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("moeisr") and not node.level:

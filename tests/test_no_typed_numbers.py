@@ -12,8 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PROSE_MODULES = [
-    *sorted((REPO / "moeisr" / "report").glob("*.py")),
-    *sorted((REPO / "moeisr" / "ablations").glob("*.py")),
+    *sorted((REPO / "moeisr" / "report").rglob("*.py")),
+    REPO / "moeisr" / "pipeline" / "ablations.py",
     REPO / "moeisr" / "commands" / "report.py",
     *sorted((REPO / "bench").glob("report*.py")),
 ]

@@ -44,7 +44,7 @@ def test_a_stage_that_did_no_work_keeps_the_timing_of_the_run_that_did():
 def test_the_ablations_write_timings_through_the_locked_merge():
     import inspect
 
-    from moeisr.ablations import run
+    from moeisr.pipeline import ablations as run
 
     source = inspect.getsource(run.run_ablations)
     assert "save_timings(" in source and "atomic_write_text(paths.timings" not in source

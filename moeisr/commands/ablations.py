@@ -1,4 +1,8 @@
-"""`moeisr ablations [--profile smoke|cpu|paper] [--stages train,eval,sweep,report] [--rows a,b] ...`."""
+"""`moeisr ablations [--profile smoke|cpu|paper] [--stages train,eval,sweep,report] [--rows a,b] ...`.
+
+The pipeline's stages (`moeisr.pipeline.ablations`: train, eval, sweep, and the report stage's raw artefacts), then
+the report renderer (`moeisr.report.ablations.render`) on what they wrote.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,12 @@ def add_parser(subparsers) -> None:
             "fine-tuned from the main job's trained backbone for the profile's shortened budget (reused by config "
             "hash, resumable); the controllable-routing sweep of the main MoEISR checkpoints with the oracle and "
             "random routers. Writes RESULTS/ablations/*.csv, RESULTS/tables/ablations.md, "
-            "RESULTS/figures/ablations_*.png and the ablation section of RESULTS/REPORT.md."
+            "RESULTS/figures/ablations_*.png (the ablation section of RESULTS/REPORT.md is `moeisr reproduce`'s)."
         ),
     )
     add_pipeline_arguments(
         parser,
-        stages_from="moeisr.ablations.run",
+        stages_from="moeisr.pipeline.ablations",
         stage_names="train,eval,sweep,report",
         overrides_help="override a spec key of the main experiments and every row (before the ablation budget)",
         retrain_help="ignore the rows' bundled checkpoints",
@@ -39,10 +43,21 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from moeisr.ablations.run import run_ablations
+def ablations(**options):
+    """`run_ablations(**options)`, then, when its stages include the report and it did not only plan, the report
+    renderer on the results folder. Returns (the pipeline's AblationResult, the files the renderer wrote)."""
+    from moeisr.pipeline.ablations import STAGES, run_ablations
+    from moeisr.report.ablations.render import render
 
-    run_ablations(
+    result = run_ablations(**options)
+    if "report" not in options.get("stages", STAGES) or options.get("plan_only"):
+        return result, []
+    log = options.get("log", print)
+    return result, render(result.paths.main.results, command=options.get("command"), log=log)
+
+
+def run(args) -> int:
+    ablations(
         rows=args.rows, suite=args.suite, train_main=args.train_main, plan_only=args.plan, **pipeline_options(args)
     )
     return 0

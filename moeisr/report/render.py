@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.ablations.analysis import read_summary_if_any
 from moeisr.errors import UserError
 from moeisr.evaluate import recheck
 from moeisr.evaluate.pictures import read_crops, read_expert_maps
 from moeisr.io import atomic_write_text
 from moeisr.report import figures, tables
+from moeisr.report.ablations.analysis import read_summary_if_any
 from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
 RUN_FILE = "run.json"

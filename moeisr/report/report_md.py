@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,7 @@ from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
 from moeisr.provenance import machine
 from moeisr.report.tables import FAMILIES, Family, family_cells, pixel_shares
 
-STAGE_ORDER = {"train": 0, "eval": 1, "report": 2}
-TIE_DB = 0.005  # |ΔPSNR| below this is reported as "the same PSNR" (half the 0.01 dB reproduction target)
+STAGE_ORDER = {"train": 0, "eval": 1, "check": 2, "report": 3}
 
 
 def _paired(frame: pd.DataFrame, a: str, b: str) -> pd.Series:
@@ -254,75 +252,14 @@ def render_report(inputs: ReportInputs) -> str:
 
 # ------------------------------------------------------------------------------------------ ablations
 
-ABLATION_MARKERS = ("<!-- ablations:start -->", "<!-- ablations:end -->")
 
 
 def ablation_section(results: str | Path) -> str:
-    """The "## Ablations" section for REPORT.md from `<results>/ablations/*.csv`, or "" when they do not exist.
+    """The "## Ablations" section for REPORT.md (`moeisr.report.ablations.render.section_markdown`), or "" when
+    `<results>/ablations/` holds no summaries."""
+    from moeisr.report.ablations.render import section_markdown
 
-    The reading is regenerated here from the CSVs (`moeisr.ablations.text.reading`); the tables are those of
-    `<results>/tables/ablations.md` (without its title, provenance and reading), headings one level down.
-    """
-    from moeisr.ablations.analysis import read_summary_if_any
-    from moeisr.ablations.text import reading
-
-    results = Path(results)
-    frames = {
-        name: read_summary_if_any(results / "ablations" / f"{name}.csv")
-        for name in ("factors", "sweep_points", "routers")
-    }
-    if all(frame.empty for frame in frames.values()):
-        return ""
-    routers = frames["routers"]
-    levels = sorted(
-        {float(m.group(1)) for m in (re.search(r"oracle ε=([\d.]+)/255", str(r)) for r in routers.get("router", []))
-         if m}
-    )  # fmt: skip
-    lines = ["## Ablations", ""]
-    for paragraph in reading(frames["factors"], frames["sweep_points"], routers, levels):
-        lines += [paragraph, ""]
-    table = results / "tables" / "ablations.md"
-    if table.is_file():
-        lines += ["_Tables: `tables/ablations.md`; data: `ablations/*.csv`._", ""]
-        lines += [_demoted_tables(table.read_text(encoding="utf-8")), ""]
-    # only the figures of what the CSVs hold: a figure left by an earlier run with other models is not shown
-    shown = [("Ablation factors", "figures/ablations_factors.png")] if not frames["factors"].empty else []
-    for family in dict.fromkeys(frames["sweep_points"].get("family", [])):
-        shown.append((f"Routing sweep: {family}", f"figures/ablations_sweep_{family.removeprefix('moeisr-')}.png"))
-    for title, path in shown:
-        if (results / path).is_file():
-            lines += [f"### {title}", "", f"![{title}]({path})", ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _demoted_tables(markdown: str) -> str:
-    """The `## ` sections of tables/ablations.md except its Reading, each heading one level down."""
-    sections = re.split(r"(?m)^(?=## )", markdown)
-    kept = [s for s in sections[1:] if not s.startswith("## Reading")]
-    return re.sub(r"(?m)^(#{2,5}) ", r"#\1 ", "".join(kept)).rstrip()
-
-
-def splice_ablation_section(report: str, section: str) -> str:
-    """`report` (REPORT.md's text) with its ablation section replaced by `section` (between ABLATION_MARKERS),
-    appended at the end if it has none; an empty `section` removes it."""
-    return splice_section(report, section, ABLATION_MARKERS)
-
-
-def splice_section(report: str, section: str, markers: tuple[str, str]) -> str:
-    """`report` with the block between `markers` replaced by `section`, appended at the end if it has none;
-    an empty `section` removes the block."""
-    start, end = markers
-    block = f"{start}\n{section.rstrip()}\n{end}\n" if section.strip() else ""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    if pattern.search(report):
-        out = pattern.sub(lambda _: block, report, count=1)
-    else:
-        out = report.rstrip() + "\n\n" + block if block else report
-    return out.rstrip() + "\n"
-
-
-# ------------------------------------------------------------------------------------------ speed suite
-
+    return section_markdown(results) or ""
 
 
 def _range(values) -> str:

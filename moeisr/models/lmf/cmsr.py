@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,13 @@ from moeisr.coords import make_coord
 from moeisr.models import base
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, cell_scale_factors, output_size, upscale
 from moeisr.models.decoders.local_grid import nearest_cells
-from moeisr.models.lmf.common import MAX_TRAINING_SCALE, LatentModulatedSR
+
+if TYPE_CHECKING:  # annotations only: common.py imports this module when CMSR is used
+    from moeisr.models.lmf.common import LatentModulatedSR
+
+# The largest training scale of the official LMF configs (`max_scale`): CMSR only runs above it, and its
+# rendering levels clamp their cells to it.
+MAX_TRAINING_SCALE = 4
 
 # the official candidate decode scales (`init_cmsr.py`); a table for target S uses those below S
 DEFAULT_DECODE_SCALES = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32)

@@ -32,9 +32,6 @@ from moeisr.models.base import Decoder, Features, ImplicitSR, denormalise
 from moeisr.models.decoders.local_grid import combine, nearest_cells
 from moeisr.models.lmf.render import ModulatedMLP, ModulationTables
 
-# The largest training scale of the official LMF configs (`max_scale`): CMSR only runs above it, and its
-# rendering levels clamp their cells to it.
-MAX_TRAINING_SCALE = 4
 LATENT_KEY = "lmf_latent"
 
 

@@ -298,7 +298,7 @@ def read_summary(path) -> pd.DataFrame:
     """A CSV written by the ablation report, identifiers as text (knob labels 'inf' and 'none' stay labels)."""
     header = pd.read_csv(path, nrows=0).columns
     dtype = {c: str for c in TEXT_COLUMNS if c in header}
-    return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+    return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""], float_precision="round_trip")
 
 
 def read_summary_if_any(path) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from moeisr.ablations.text import NOISE_FACTOR, family_label
+from moeisr.report.ablations.tables import NOISE_FACTOR, family_label
 from moeisr.report.figures import dataset_scale_figure, legend_and_save, new_figure, styled
 
 COLORS = {"learned": "#08306b", "random": "#969696", "oracle": "#2ca02c", "backbone": "#d62728", "front": "#fdae6b"}

@@ -1,5 +1,5 @@
-"""`moeisr ablations`: train or reuse the ablation rows, evaluate them, sweep the routing of the main MoEISR models,
-and write the CSVs, tables, figures and the ablation section of REPORT.md.
+"""`moeisr ablations`, the pipeline part: train or reuse the ablation rows, evaluate them, sweep the routing of the
+main MoEISR models, and write the raw tidy artefacts the report reads (`moeisr.report.ablations.render`).
 
 Stages, each optional, always in this order:
 
@@ -11,8 +11,12 @@ Stages, each optional, always in this order:
 - **eval**: the rows on the profile's ablation grid, through the main runner and results cache.
 - **sweep**: the main MoEISR checkpoints at `points` routing knobs from all-cheapest to all-deepest plus the argmax
   routing, their backbones, the oracle at each ε and the random router at the shares of every learned knob.
-- **report**: `<results>/ablations/*.csv`, `<results>/tables/ablations.md`, `<results>/figures/ablations_*.png`, and
-  the ablation section spliced into `<results>/REPORT.md` if that exists.
+- **report** (this module's part: the raw artefacts, read from the cache, nothing evaluated) into
+  `<results>/ablations/`: `rows.csv` (the rows' per-image results with their row metadata), `matched.csv` (each
+  reference re-routed to a factor row's decoder cost, `row` naming that row), `sweep.csv` (the sweep's per-image
+  results, `family` and `router` columns added) and `meta.json` (each row's metadata incl. its experts' relative
+  costs, the grid, the sweep settings, the main models' steps, provenance). The summaries, tables, figures and the
+  REPORT.md section are the report's (`moeisr.commands.ablations` runs it after this).
 
 Folders are the main job's (`moeisr.pipeline.reproduce.default_paths`): results `results/` (cpu) or
 `<runs>/<profile>/results` (smoke), the same evaluation cache, so rows the main job computed (the backbones, the
@@ -33,10 +37,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.ablations import analysis, figures, text
-from moeisr.ablations.evaluation import evaluate_reference_routers, reference_labels
-from moeisr.ablations.routers import default_routing_cost, knob_at_cost, sweep_knobs
-from moeisr.ablations.spec import (
+from moeisr.config import Experiment
+from moeisr.data.benchmark import list_images
+from moeisr.data.degrade import degrade
+from moeisr.data.images import image_size, load_image
+from moeisr.errors import UserError
+from moeisr.evaluate.cache import ResultsCache, knob_label
+from moeisr.evaluate.reference_routers import evaluate_reference_routers, reference_labels
+from moeisr.evaluate.routers import default_routing_cost, knob_at_cost, sweep_knobs
+from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
+from moeisr.flops.per_image import ArchitectureFlops
+from moeisr.io import atomic_write_text
+from moeisr.pipeline.ablation_spec import (
     SUITE_FILE,
     ProfileSpec,
     Row,
@@ -47,22 +59,14 @@ from moeisr.ablations.spec import (
     load_suite,
     row_experiment,
 )
-from moeisr.config import Experiment
-from moeisr.data.benchmark import list_images
-from moeisr.data.degrade import degrade
-from moeisr.data.images import image_size, load_image
-from moeisr.errors import UserError
-from moeisr.evaluate.cache import ResultsCache
-from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
-from moeisr.flops.per_image import ArchitectureFlops
-from moeisr.io import atomic_write_text
 from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
 from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
-from moeisr.provenance import current_commit, header
-from moeisr.report.tables import dataset_label
+from moeisr.provenance import current_commit
 
 STAGES = ("train", "eval", "sweep", "report")
+RAW_CSVS = ("rows", "matched", "sweep")  # the raw tidy artefacts of <results>/ablations/, with META_FILE
+META_FILE = "meta.json"
 MODEL_NAMES = {role.experiment: role.model for role in ROLES}  # moeisr_liif -> moeisr-liif (the `model` column)
 
 # Planning constants for `estimate`, measured on the 2-core development machine (docs/ablations.md, "Budget").
@@ -101,14 +105,11 @@ class AblationPaths:
         return self.root / "timings.json"
 
     @property
-    def table(self) -> Path:
-        return self.main.tables / "ablations.md"
+    def meta(self) -> Path:
+        return self.root / META_FILE
 
     def csv(self, name: str) -> Path:
         return self.root / f"{name}.csv"
-
-    def figure(self, name: str) -> Path:
-        return self.main.figures / f"ablations_{name}.png"
 
     def run_dir(self, profile: str, row: str) -> Path:
         return self.main.runs / profile / "ablations" / row
@@ -127,7 +128,8 @@ class AblationResult:
     matched: dict[str, float] = field(default_factory=dict)  # row → its reference's knob at the row's decoder cost
     rows_computed: int = 0
     sweep_computed: int = 0
-    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # the raw artefacts: rows, matched, sweep
+    meta: dict = field(default_factory=dict)  # meta.json
     written: list[Path] = field(default_factory=list)
     estimate: dict[str, float] = field(default_factory=dict)
 
@@ -350,10 +352,12 @@ def run_ablations(
         started = time.monotonic()
         if "eval" not in stages and entries:
             result.matched = _matched_knobs(suite_obj, selected, entries, grid, log)
-        frames = _frames(suite_obj, selected, experiments, result, entries, sweep_entries, grid, spec, cache_store, log)
-        result.frames = frames
-        result.written = _write_outputs(frames, paths, spec, grid, result, commit, command, main, log)
-        record_stage(stage_times, "report", time.monotonic() - started, f"{len(result.written)} files", commit, True)
+        result.frames, meta_rows = _frames(suite_obj, selected, experiments, result, entries, sweep_entries, grid,
+                                           spec, cache_store, log)  # fmt: skip
+        result.meta = _meta(meta_rows, spec, grid, result, commit, command, main)
+        result.written = _write_artefacts(result.frames, result.meta, paths, log)
+        record_stage(stage_times, "report", time.monotonic() - started, f"{len(result.written)} raw artefacts",
+                     commit, True)  # fmt: skip
     save_timings(paths.timings, timings, loaded)
     return result
 
@@ -482,8 +486,8 @@ def _keys(entry: ModelEntry, grid: Grid, labels: Sequence) -> list:
     return grid_keys([entry], grid, knobs={entry.name: list(labels)})
 
 
-def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries, grid, spec, cache, log) -> dict:
-    """The tidy rows and the summaries the report writes (see `moeisr.ablations.analysis`)."""
+def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries, grid, spec, cache, log):
+    """The raw tidy frames (rows, matched, sweep) and each row's metadata (`costs`: its experts' relative costs)."""
     meta_rows = []
     for r in selected:
         if r.name not in entries:
@@ -518,8 +522,6 @@ def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries,
     if len(rows) and len(meta):
         rows = rows.merge(meta.drop(columns=["costs"]).rename(columns={"row": "model"}), on=["model", "ckpt_hash"])
     matched = _matched_rows(suite, selected, result.matched, entries, grid, cache)
-    cells = analysis.factor_cells(rows, meta, matched) if len(meta) and len(rows) else pd.DataFrame()
-    summary = analysis.factor_summary(cells, meta) if len(cells) else pd.DataFrame()
 
     parts = []
     for moe, backbone in sweep_entries.values():
@@ -536,10 +538,7 @@ def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries,
             frame.insert(1, "router", router or frame["knob"].str.partition(":")[0])
             parts.append(frame)
     sweep = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    points = analysis.sweep_points(sweep) if len(sweep) else pd.DataFrame()
-    routers = analysis.router_summary(points, spec.sweep.oracle_levels) if len(points) else pd.DataFrame()
-    return {"rows": rows, "factor_cells": cells, "factors": summary, "sweep": sweep, "sweep_points": points,
-            "routers": routers}  # fmt: skip
+    return {"rows": rows, "matched": matched, "sweep": sweep}, meta_rows
 
 
 def _matched_rows(suite: Suite, selected, matched: dict[str, float], entries, grid: Grid, cache) -> pd.DataFrame:
@@ -559,56 +558,35 @@ def _factors_of(suite: Suite, base: str) -> list:
     return [suite.factors[f] for f in dict.fromkeys(used)]
 
 
-# -------------------------------------------------------------------------------------------- outputs
+# -------------------------------------------------------------------------------------------- artefacts
 
 
-def _write_outputs(frames, paths: AblationPaths, spec: ProfileSpec, grid: Grid, result, commit, command, main, log):
-    written = []
-    for name, frame in frames.items():
-        out = frame.drop(columns=["costs"], errors="ignore")
-        written.append(atomic_write_text(paths.csv(name), out.to_csv(index=False)))
-    sizes = set_sizes(grid.sets)
-    main_steps = {m: main[m].optim.max_steps for m in {r.base for r in result.rows}}
-    grid_line = (
-        "Grid: "
-        + "; ".join(
-            [
-                ", ".join(dataset_label(s, grid.limit.get(s, sizes[s]), sizes[s]) for s in grid.sets),
-                "scales " + ", ".join(f"×{s:g}" for s in grid.scales),
-                f"sweep: {spec.sweep.points} routing budgets + argmax, oracle ε levels "
-                + ", ".join(f"{v:g}/255" for v in spec.sweep.oracle_levels)
-                + f", random seeds {', '.join(map(str, spec.sweep.random_seeds))}",
-            ]
-        )
-        + "."
-    )
-    markdown = text.ablations_markdown(
-        header(commit, spec.name, command),
-        frames["factors"],
-        frames["factor_cells"],
-        frames["sweep_points"],
-        frames["routers"],
-        spec.sweep.oracle_levels,
-        main_steps,
-        grid_line,
-        sizes,
-    )
-    written.append(atomic_write_text(paths.table, markdown))
-    figure = figures.factors_figure(frames["factors"], paths.figure("factors"))
-    if figure is not None:
-        written.append(figure)
-    for family in dict.fromkeys(frames["sweep_points"]["family"]) if len(frames["sweep_points"]) else []:
-        figure = figures.sweep_figure(
-            frames["sweep_points"], family, paths.figure(f"sweep_{family.removeprefix('moeisr-')}"), sizes
-        )
-        if figure is not None:
-            written.append(figure)
-    report = paths.main.report
-    if report.is_file():
-        from moeisr.report.report_md import ablation_section, splice_ablation_section
+def _meta(meta_rows: list[dict], spec: ProfileSpec, grid: Grid, result, commit, command, main) -> dict:
+    """meta.json: what the report needs besides the tidy rows (it reads no spec, checkpoint or data folder)."""
+    return {
+        "profile": spec.name,
+        "commit": commit,
+        "command": command,
+        "grid": {
+            "sets": list(grid.sets),
+            "scales": [float(s) for s in grid.scales],
+            "limit": dict(grid.limit),
+            "set_sizes": set_sizes(grid.sets),
+        },
+        "sweep": {
+            "points": spec.sweep.points,
+            "oracle_levels": [float(v) for v in spec.sweep.oracle_levels],
+            "random_seeds": list(spec.sweep.random_seeds),
+            "knobs": {family: [knob_label(k) for k in knobs] for family, knobs in result.knobs.items()},
+        },
+        "main_steps": {m: main[m].optim.max_steps for m in dict.fromkeys(r.base for r in result.rows)},
+        "matched_knobs": {row: knob_label(knob) for row, knob in result.matched.items()},
+        "rows": meta_rows,
+    }
 
-        section = ablation_section(paths.main.results)
-        atomic_write_text(report, splice_ablation_section(report.read_text(encoding="utf-8"), section))
-        written.append(report)
+
+def _write_artefacts(frames: dict[str, pd.DataFrame], meta: dict, paths: AblationPaths, log) -> list[Path]:
+    written = [atomic_write_text(paths.csv(name), frames[name].to_csv(index=False)) for name in RAW_CSVS]
+    written.append(atomic_write_text(paths.meta, json.dumps(meta, indent=1, ensure_ascii=False) + "\n"))
     log(f"[report] wrote {', '.join(str(p) for p in written)}")
     return written

@@ -30,7 +30,6 @@ from moeisr.models.base import DEFAULT_CHUNK_SIZE, upscale
 from moeisr.models.moe.routing import knob_assign, knob_for_budget
 
 ORACLE_UNIT = 1.0 / 255.0  # the oracle's ε is given in 8-bit levels of the luma difference
-DEFAULT_ORACLE_LEVEL = 1.0  # ε = 1/255: within one grey level of the deepest expert, per pixel
 KNOB_DIGITS = 4  # significant digits of the calibrated knobs (readable cache labels)
 
 

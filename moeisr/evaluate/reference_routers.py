@@ -19,7 +19,11 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from moeisr.ablations.routers import (
+from moeisr.data.benchmark import list_images
+from moeisr.data.degrade import degrade
+from moeisr.data.images import load_image
+from moeisr.evaluate.cache import ResultsCache, knob_label
+from moeisr.evaluate.routers import (
     ORACLE_UNIT,
     assemble,
     derived_generator,
@@ -29,10 +33,6 @@ from moeisr.ablations.routers import (
     random_assign,
     random_label,
 )
-from moeisr.data.benchmark import list_images
-from moeisr.data.degrade import degrade
-from moeisr.data.images import load_image
-from moeisr.evaluate.cache import ResultsCache, knob_label
 from moeisr.evaluate.runner import Grid, ModelEntry, evaluate_one, item_key
 from moeisr.flops.per_image import ArchitectureFlops
 
