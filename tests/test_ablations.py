@@ -22,7 +22,7 @@ from moeisr.report.ablations.render import section_markdown
 from moeisr.report.ablations.tables import NOISE_FACTOR
 from moeisr.report.report_md import ablation_section
 
-pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores
+pytestmark = [pytest.mark.slow, pytest.mark.data]  # ~1 min on 2 shared cores
 
 OVERRIDES = ["optim.max_steps=4"]
 ROWS = ("liif-ref", "liif-mapper1", "liif-j2")

@@ -60,6 +60,7 @@ def image():
     return hr[None], lr[None]
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("backbone", ["liif", "lte"])
 def test_expert_outputs_are_the_models_own_routings(image, backbone):
     _, lr = image
@@ -77,6 +78,7 @@ def test_expert_outputs_are_the_models_own_routings(image, backbone):
     assert torch.allclose(assemble(outputs, routing), mixed, atol=1e-5)
 
 
+@pytest.mark.data
 def test_oracle_never_picks_an_expert_worse_than_the_deepest_with_eps_zero(image):
     hr, lr = image
     model = _model()
@@ -116,6 +118,7 @@ def test_random_router_reproduces_the_requested_shares():
         random_assign([1, 2], (2, 2), derived_generator(0))
 
 
+@pytest.mark.data
 def test_sweep_knobs_go_from_all_cheapest_to_all_deepest(image):
     _, lr = image
     model = _model()
@@ -135,6 +138,7 @@ def test_sweep_knobs_go_from_all_cheapest_to_all_deepest(image):
     assert mean_cost == sorted(mean_cost)  # the knob moves the cost monotonically (docs/moeisr.md §5)
 
 
+@pytest.mark.data
 def test_matched_knob_reroutes_the_reference_to_the_rows_decoder_cost(image):
     _, lr = image
     row, reference = _model(seed=1), _model(seed=2)

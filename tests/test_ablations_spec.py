@@ -98,6 +98,7 @@ def test_every_row_keeps_the_backbone_mlp_as_its_costliest_expert():
     assert len(width) == len(depth) == 4 and min(map(len, width)) == 4  # width family: LIIF's depth throughout
 
 
+@pytest.mark.data
 def test_the_cpu_plan_fits_the_time_budget():
     paths = default_paths("cpu")
     suite = load_suite(paths.experiments / SUITE_FILE)
@@ -177,6 +178,7 @@ def test_bad_spec_keys_in_a_row_are_refused_when_merged(tmp_path):
         check_row(same, same.row("hot"), rows["hot"], rows["ref"])
 
 
+@pytest.mark.data
 def test_cli_plan_and_unknown_rows(capsys):
     assert main(["ablations", "--profile", "smoke", "--plan", "--rows", "liif-tau5", "--no-progress"]) == 0
     out = capsys.readouterr().out

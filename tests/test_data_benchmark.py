@@ -12,6 +12,7 @@ from moeisr.data import BenchmarkSet, data_root, downsample, iter_pairs, list_im
 from moeisr.errors import UserError
 
 
+@pytest.mark.data
 def test_list_images_sorted_and_counted():
     names = [p.stem for p in list_images("Set5")]
     assert names == ["baby", "bird", "butterfly", "head", "woman"]
@@ -27,11 +28,13 @@ def test_unknown_set_suggests_nearest(typo, nearest):
         list_images(typo)
 
 
+@pytest.mark.data
 def test_missing_div2k_says_what_to_do():
     with pytest.raises(UserError, match="DIV2K_valid_HR"):
         list_images("DIV2K")
 
 
+@pytest.mark.data
 def test_reference_lr_paths():
     hr = list_images("Set5")[0]
     assert reference_lr_path("Set5", hr, 3) == data_root() / "benchmark/Set5/LR_bicubic/X3/babyx3.webp"
@@ -40,6 +43,7 @@ def test_reference_lr_paths():
     assert reference_lr_path("Urban100", list_images("Urban100")[0], 2) is None
 
 
+@pytest.mark.data
 def test_generated_pairs_equal_reference_pairs():
     generated = BenchmarkSet("Set14", 3, limit=4)
     reference = BenchmarkSet("Set14", 3, limit=4, lr_source="reference")
@@ -50,6 +54,7 @@ def test_generated_pairs_equal_reference_pairs():
         assert a.hr.shape[-2:] == (a.lr.shape[-2] * 3, a.lr.shape[-1] * 3)
 
 
+@pytest.mark.data
 def test_non_integer_and_out_of_distribution_pairs():
     for scale in (2.5, 6, 12):
         pair = next(iter_pairs("Urban100", scale, limit=1))
@@ -60,6 +65,7 @@ def test_non_integer_and_out_of_distribution_pairs():
         BenchmarkSet("Urban100", 2, limit=1, lr_source="reference")
 
 
+@pytest.mark.data
 def test_div2k_layout_and_mixed_formats(tmp_path):
     """DIV2K under root/DIV2K/, HR as PNG, reference LR as PNG; a user set of mixed formats as a benchmark."""
     hr = load_image(list_images("Set5")[3])[:, :96, :120]

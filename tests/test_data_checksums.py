@@ -29,6 +29,7 @@ def small_root(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.data
 def test_data_root_order(tmp_path, monkeypatch):
     real = data_root()
     assert (real / "SHA256SUMS").is_file()
@@ -63,6 +64,7 @@ def test_data_root_fallbacks(tmp_path, monkeypatch):
     assert data_root() == (tmp_path / "a" / "shared" / "data").resolve()  # cwd-relative comes first
 
 
+@pytest.mark.data
 def test_verify_small_root_ok_then_tampered(small_root):
     assert verify(small_root, progress=False) == []
     assert check(small_root) == 3
@@ -90,6 +92,7 @@ def test_malformed_or_missing_sums(tmp_path):
         read_sums(tmp_path)
 
 
+@pytest.mark.data
 def test_cli_verify_reports_bad_file(small_root, capsys):
     assert main(["data", "verify", "--root", str(small_root), "--no-progress"]) == 0
     assert "3 files OK" in capsys.readouterr().out
@@ -101,6 +104,7 @@ def test_cli_verify_reports_bad_file(small_root, capsys):
     assert len(error_lines) == 1 and "baby.webp" in error_lines[0]
 
 
+@pytest.mark.data
 def test_cli_verify_real_root(capsys):
     """Hashes every listed file of the shared data (~870 files, about 2 s)."""
     root = data_root()
@@ -109,6 +113,7 @@ def test_cli_verify_real_root(capsys):
     assert f"{len(read_sums(root))} files OK" in out
 
 
+@pytest.mark.data
 def test_cli_list(capsys):
     assert main(["data", "list", "--root", str(data_root())]) == 0
     out = capsys.readouterr().out

@@ -28,6 +28,8 @@ from moeisr.data import (
 from moeisr.data.degrade import resize_weights
 from moeisr.errors import UserError
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 PSNR_CAP = 100.0
 SETS_WITH_REFERENCES = ("Set5", "Set14", "B100")
 

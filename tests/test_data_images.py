@@ -10,6 +10,8 @@ from PIL import Image
 from moeisr.data import list_images, load_image, save_image, to_uint8
 from moeisr.errors import UserError
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 
 @pytest.fixture(scope="module")
 def rgb() -> np.ndarray:

@@ -11,6 +11,8 @@ from moeisr.data import ImplicitDownsampled, ImplicitFullImage, TrainImages, loa
 from moeisr.data.train import sample_generator
 from moeisr.errors import UserError
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 
 @pytest.fixture(scope="module")
 def bsd() -> TrainImages:

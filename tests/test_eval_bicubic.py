@@ -11,6 +11,7 @@ from moeisr.report.published import bicubic_psnr
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "bicubic.csv"
 
 
+@pytest.mark.data
 def test_eval_bicubic_set5_matches_published_and_resumes(tmp_path, capsys):
     out = tmp_path / "bicubic.csv"
     args = ["eval", "bicubic", "--sets", "Set5", "--scales", "2,3,4", "--out", str(out), "--quiet"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,6 @@ import pytest
 
 from moeisr.errors import UserError
 from moeisr.evaluate import REQUIRED_COLUMNS, CacheKey, ResultsCache, ckpt_hash, make_key
-
-DATA = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def row(i: int, ckpt: str = "abc123def456", shares: list[float] | None = None, **extra) -> dict:
@@ -121,14 +118,14 @@ def test_rows_without_required_columns_are_rejected(tmp_path):
     assert not (tmp_path / "cache.jsonl").exists()
 
 
-def test_ckpt_hash_of_a_real_file_matches_its_published_sha256():
-    sums = dict(line.split()[::-1] for line in (DATA / "SHA256SUMS").read_text().splitlines())
-    image = DATA / "benchmark" / "Set5" / "HR" / "baby.webp"
+def test_ckpt_hash_of_a_real_file_matches_its_published_sha256(shared_data):
+    sums = dict(line.split()[::-1] for line in (shared_data / "SHA256SUMS").read_text().splitlines())
+    image = shared_data / "benchmark" / "Set5" / "HR" / "baby.webp"
     assert ckpt_hash(image) == sums["./benchmark/Set5/HR/baby.webp"][:12]
     assert ckpt_hash(image) == hashlib.sha256(image.read_bytes()).hexdigest()[:12]
     assert ckpt_hash("bicubic") == "bicubic"
     with pytest.raises(UserError, match="checkpoint not found"):
-        ckpt_hash(DATA / "no-such.pt")
+        ckpt_hash(shared_data / "no-such.pt")
 
 
 # -------------------------------------------------------------------------------- real processes

@@ -1,5 +1,6 @@
 """The evaluation protocol's per-model decoding settings: LTE's cell clamp, on real Set5 images."""
 
+import pytest
 import torch
 from test_models_support import small_model
 
@@ -25,6 +26,7 @@ def test_lte_and_moeisr_over_lte_take_lte_cell_clamp_and_liif_keeps_the_true_cel
     assert protocol_cell_clamp(None) is None  # bicubic
 
 
+@pytest.mark.data
 def test_an_lte_row_beyond_x4_is_decoded_with_the_x4_cell():
     torch.manual_seed(0)
     lte = small_model("lte").eval()

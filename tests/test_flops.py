@@ -23,6 +23,8 @@ from moeisr.models.base import using_decoder_path
 from moeisr.models.moe.moeisr import MoEISR
 from moeisr.registry import models
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 SCALE = 2
 CHUNK = 700  # three chunks per 48×40 output, like upscale on a large image (tracing time grows per chunk)
 ENC = {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 16}}

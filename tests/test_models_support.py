@@ -4,24 +4,16 @@ and the official reference path from bench/reference_paths.py."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
+from shared_data import require_data_root as data_root
 
 from moeisr.registry import models
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def data_root() -> Path:
-    root = Path(os.environ.get("MOEISR_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "benchmark").is_dir():
-        pytest.skip(f"shared data not found at {root} (set MOEISR_DATA)")
-    return root
 
 
 def set14(name: str, kind: str = "HR") -> Path:

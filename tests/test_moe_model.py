@@ -4,14 +4,14 @@ sparse = dense dispatch, the routing knob, expert maps."""
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
+import fvcore.nn as fvcore_nn
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from shared_data import require_data_root as data_root
 
 import moeisr.models  # noqa: F401  (registration)
 from moeisr.coords import make_cell, make_coord
@@ -22,14 +22,6 @@ from moeisr.models.moe.routing import balance_loss, dense_dispatch
 from moeisr.registry import models
 
 ENCODER = {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 16}}
-
-
-def data_root() -> Path:
-    env = os.environ.get("MOEISR_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    if not (root / "benchmark").is_dir():
-        pytest.skip(f"shared data not found at {root}")
-    return root
 
 
 def load_hr(name: str = "comic") -> torch.Tensor:
@@ -231,7 +223,6 @@ def test_scale_aware_mapper_spec_round_trip_and_chunking(lr_image):
 
 
 def test_fvcore_counts_exactly_the_routed_expert_macs(lr_image):
-    fvcore_nn = pytest.importorskip("fvcore.nn")
     model = moe(liif_spec()).eval()
     size = (48, 60)
     coord, cell = grid_queries(lr_image, size)

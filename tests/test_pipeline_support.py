@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from shared_data import require_data_root
 
 from moeisr.data.images import load_image, save_image
-from moeisr.data.roots import data_root
 
 SET5_CROPS = ("baby", "bird")  # the smoke grid evaluates the first
 
@@ -17,7 +17,7 @@ SET5_CROPS = ("baby", "bird")  # the smoke grid evaluates the first
 def make_smoke_data_root(base: Path) -> Path:
     """`base/data`: a data root holding 96×96 crops (rows and columns 100:196) of two real Set5 images as PNG,
     so that a full-image decode takes a fraction of a second, and a link to the real training images."""
-    real = data_root()
+    real = require_data_root()
     root = base / "data"
     (root / "benchmark" / "Set5" / "HR").mkdir(parents=True)
     (root / "train").symlink_to(real / "train")

@@ -70,6 +70,7 @@ def test_a_full_disk_during_sr_keeps_the_earlier_output(tmp_path, capsys, monkey
     assert out.read_bytes() == before and temp_leftovers(tmp_path) == []
 
 
+@pytest.mark.data
 def test_a_full_disk_during_eval_keeps_earlier_rows_and_a_rerun_completes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "set5.csv"
     assert cli(capsys, "eval", *EVAL, "--scales", "2", "--out", out)[0] == 0
@@ -95,6 +96,7 @@ def fd_path(fd: int) -> str:
         return ""
 
 
+@pytest.mark.data
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell which file is being synced")
 @pytest.mark.parametrize("fills_at", ["checkpoint", "log"])
 @pytest.mark.usefixtures("one_thread")

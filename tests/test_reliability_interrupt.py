@@ -31,6 +31,8 @@ from test_train_support import (
 
 from moeisr.evaluate.cache import ResultsCache
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 # 30 steps, a checkpoint every 4 and a log row every step: most kills land between checkpoints
 TRAIN_SETS = ("optim.max_steps=30", "train.ckpt_every=4", "train.log_every=1")
 EVAL = ("eval", "bicubic", "--sets", "Set5", "--no-lpips", "--no-flops", "--quiet")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from test_models_support import data_root
+from shared_data import require_data_root as data_root
 
 from moeisr.cli import main
 

@@ -2,6 +2,7 @@
 they average the same images as the markers."""
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from moeisr.evaluate import pictures
@@ -94,6 +95,7 @@ class _Oracle:
         return self.hr[None, :, : size[0], : size[1]]
 
 
+@pytest.mark.data
 def test_the_qualitative_crop_is_where_the_models_gain_most_over_bicubic():
     """On a real Set5 image, with an oracle 'model', the crop is the window where bicubic's error is largest,
     every panel is that window of its method's full-image output, and the oracle's crop PSNR is infinite."""

@@ -21,7 +21,8 @@ from moeisr.pipeline.reproduce import ROLES, default_paths, load_experiments
 from moeisr.report.report_md import comparison_rows
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
-pytestmark = pytest.mark.slow  # ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
+# ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
+pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 OVERRIDES = ["optim.max_steps=4", "eval.scales=[4]"]  # 4 steps, one scale: ~1 min in all
 FIGURES = ("psnr_vs_gflops", "flops_per_image", "expert_maps", "qualitative", "learning_curves")

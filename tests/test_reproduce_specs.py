@@ -68,8 +68,8 @@ def test_cpu_bundle_of_the_six_models_stays_under_its_budget():
     assert total / 1e6 < BUNDLE_LIMIT_MB["cpu"] * 0.9  # weights; the checkpoint container adds a few kB per file
 
 
-def test_large_scales_only_on_sets_whose_images_keep_a_usable_lr(monkeypatch):
-    monkeypatch.delenv("MOEISR_DATA", raising=False)
+def test_large_scales_only_on_sets_whose_images_keep_a_usable_lr(monkeypatch, shared_data):
+    monkeypatch.setenv("MOEISR_DATA", str(shared_data))
     grid = Grid(sets=["Set5", "B100", "Urban100"], scales=[2.0, 4.0], limit={"B100": 2, "Urban100": 3})
     large, skipped = large_scale_grid(grid, [18, 24, 30])
     assert large is not None and large.sets == ["Urban100"] and skipped == ["Set5", "B100"]

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from test_train_support import log_rows, one_thread, run_cli, train_args, weights  # noqa: F401 (fixture)
 
@@ -9,6 +10,8 @@ from moeisr import load_model
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import load_image
 from moeisr.models.moe.experts import linear_layers
+
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
 
 
 def _lr_crop() -> torch.Tensor:

@@ -3,11 +3,14 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from test_train_support import one_thread, run_cli, subprocess_env, train_args, weights  # noqa: F401
 
 from moeisr import load_model
 from moeisr.train.distributed import state_digest
+
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
 
 SETS = ("optim.max_steps=6", "train.ckpt_every=3", "train.log_every=3")
 

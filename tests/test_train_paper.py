@@ -2,10 +2,13 @@
 
 import math
 
+import pytest
 import torch
 from test_train_support import log_rows, one_thread, run_cli, train_args  # noqa: F401 (fixture)
 
 from moeisr import load_model
+
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
 
 # The paper's data and schedule, except: the shared BSD200 images instead of DIV2K, no DIV2K validation,
 # no loader workers, a batch of 2 instead of 16 (the model is what this test is about) and one step.

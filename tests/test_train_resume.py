@@ -16,6 +16,8 @@ from test_train_support import (
     wait_for_step,
 )
 
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+
 # 40 steps, a checkpoint every 4 and a log row every step: a kill lands between checkpoints
 LIIF_SETS = ("optim.max_steps=40", "train.ckpt_every=4", "train.log_every=1")
 MOE_SETS = ("optim.max_steps=30", "train.ckpt_every=7", "train.log_every=1")

@@ -3,7 +3,10 @@
 One full 512×512 decode with the paper's 256-wide decoder: the slowest training test (~15-30 s).
 """
 
+import pytest
 from test_train_support import log_rows, one_thread, run_cli, train_args  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
 
 
 def test_validation_psnr_is_logged(tmp_path, one_thread):  # noqa: F811

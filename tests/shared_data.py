@@ -1,0 +1,50 @@
+"""The one place the tests find the shared data (no tests here; tests/conftest.py wraps it as fixture and marker).
+
+The root follows the library's rule (`moeisr.data.roots.data_root`): `$MOEISR_DATA`, else `../shared/data`
+beside the current directory or the checkout. When it is missing, a test that needs it is skipped on a
+developer's machine, but fails under CI (the `CI` environment variable set, as every CI service does): a CI
+run that skipped every data test would pass while checking nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from moeisr.data.roots import ENV_VAR, data_root
+from moeisr.errors import UserError
+
+
+def in_ci() -> bool:
+    """True when the `CI` environment variable is set to anything but empty, 0, false or no."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find_data_root() -> tuple[Path | None, str]:
+    """(the data root, "") if it holds benchmark/ and train/, else (None, why not)."""
+    try:
+        root = data_root()
+    except UserError as exc:
+        return None, str(exc)
+    missing = [name for name in ("benchmark", "train") if not (root / name).is_dir()]
+    if missing:
+        folders = " or ".join(f"{m}/" for m in missing)
+        return None, f"data root {root} has no {folders} folder; point {ENV_VAR} at the shared data folder"
+    return root, ""
+
+
+def require_data_root() -> Path:
+    """The shared data root; skips the calling test without it, or fails it when running under CI."""
+    root, why = find_data_root()
+    if root is not None:
+        return root
+    if in_ci():
+        pytest.fail(f"shared data not found ({why}); CI is set, so a test that needs it fails", pytrace=False)
+    pytest.skip(f"shared data not found ({why}); under CI this fails")
+
+
+def benchmark(set_name: str) -> Path:
+    """The folder of a benchmark set (HR/ and LR_bicubic/ inside), e.g. benchmark("Set5") / "HR" / "baby.webp"."""
+    return require_data_root() / "benchmark" / set_name
