@@ -49,6 +49,7 @@ def set5_crops():
     return [load_image(root / "bird.webp")[:, :62, :75], load_image(root / "woman.webp")[:, 40:97, 10:58]]
 
 
+@pytest.mark.slow  # 6-10 s per case, ~50 s in all on 2 shared cores
 @pytest.mark.parametrize("path", ["as_published", "as_executed"])
 @pytest.mark.parametrize("name", list(SPECS))
 def test_the_size_model_equals_full_counts_on_real_images(name, path, set5_crops):

@@ -10,7 +10,7 @@ from test_train_support import one_thread, run_cli, subprocess_env, train_args, 
 from moeisr import load_model
 from moeisr.train.distributed import state_digest
 
-pytestmark = pytest.mark.data  # the shared images (tests/shared_data.py)
+pytestmark = [pytest.mark.data, pytest.mark.slow]  # the shared images; ~10 s on 2 shared cores
 
 SETS = ("optim.max_steps=6", "train.ckpt_every=3", "train.log_every=3")
 
