@@ -3,7 +3,7 @@
 Data root from tests/test_pipeline_support.py, as in test_reproduce.py: two real 96×96 Set5 crops (the smoke grid
 takes the first) and the real training images. The main models train 4 steps (`--set optim.max_steps=4`,
 `--train-main`); the ablation budget of the smoke profile (2 steps) then applies to every row alike. Three rows
-(liif-ref, liif-mapper1, liif-j2), the sweep of both MoEISR models at 7 budgets + argmax, the oracle at ε = 0 and
+(liif-ref, liif-mapper1, liif-width), the sweep of both MoEISR models at 7 budgets + argmax, the oracle at ε = 0 and
 1/255 and the random router. `moeisr.commands.ablations.ablations` runs the pipeline stages, then the report.
 """
 
@@ -25,7 +25,7 @@ from moeisr.report.report_md import ablation_section
 pytestmark = [pytest.mark.slow, pytest.mark.data]  # ~1 min on 2 shared cores
 
 OVERRIDES = ["optim.max_steps=4"]
-ROWS = ("liif-ref", "liif-mapper1", "liif-j2")
+ROWS = ("liif-ref", "liif-mapper1", "liif-width")
 RAW = ("rows", "matched", "sweep")  # the pipeline's, with meta.json
 SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers")  # the report's
 REPORT = "# moeisr reproduction report\n\nmain body\n"
@@ -83,8 +83,9 @@ def test_every_output_is_written(workspace):
     assert list(factors["row"]) == list(ROWS)
     ref = factors.set_index("row").loc["liif-ref"]
     assert ref["d_psnr"] == 0 and ref["d_gflops_pct"] == 0
-    row = factors.set_index("row").loc["liif-j2"]
-    assert (row["factor"], row["value"], row["reference_value"], row["n_experts"]) == ("n_experts", "2", "4", 2)
+    row = factors.set_index("row").loc["liif-width"]
+    assert (row["factor"], row["value"], row["reference_value"]) == ("expert_family", "width", "depth")
+    assert row["n_experts"] == 4  # widths w/4..w of the 16-wide smoke MLP, at its depth
     rows = _csv(workspace, "rows")
     assert set(rows["model"]) == set(ROWS) and {"commit", "profile", "config_hash", "steps"} <= set(rows.columns)
     table = (results / "tables" / "ablations.md").read_text()
@@ -94,7 +95,7 @@ def test_every_output_is_written(workspace):
 def test_rows_whose_cost_moved_are_also_compared_at_the_references_matched_cost(workspace):
     result, lines = workspace["result"], workspace["log"]
     factors = _csv(workspace, "factors").set_index("row")
-    shifted = factors.loc[["liif-mapper1", "liif-j2"], "rel_cost"] - factors.loc["liif-ref", "rel_cost"]
+    shifted = factors.loc[["liif-mapper1", "liif-width"], "rel_cost"] - factors.loc["liif-ref", "rel_cost"]
     # the rule on the grid's calibration logits, which the cell means only approximate: an obvious shift is matched
     assert set(shifted[shifted.abs() > 0.1].index) <= set(result.matched)
     for name, knob in result.matched.items():
@@ -136,7 +137,7 @@ def test_the_report_md_section_is_built_from_the_results_and_report_md_is_left_a
     section = section_markdown(results)
     assert section == ablation_section(results) and section.startswith("## Ablations\n\n### Factors: MoEISR-LIIF")
     verdicts = factor_verdicts(_csv(workspace, "factors"))
-    assert list(verdicts["row"]) == ["liif-mapper1", "liif-j2"]
+    assert list(verdicts["row"]) == ["liif-mapper1", "liif-width"]
     for _, v in verdicts.iterrows():
         assert f"| `{v['row']}` " in section and f"| {v['d_psnr']:+.3f} " in section
     assert "### Budget and grid" in section  # the shortened budget is stated in the report, not only in the tables
@@ -146,21 +147,21 @@ def test_the_report_md_section_is_built_from_the_results_and_report_md_is_left_a
     assert "![Routing sweep: moeisr-liif](figures/ablations_sweep_liif.png)" in section
     # the verdicts are computed: change the numbers, the verdict follows
     factors = _csv(workspace, "factors")
-    at = factors["row"] == "liif-j2"
+    at = factors["row"] == "liif-width"
     factors.loc[at, ["d_psnr", "d_gflops_pct", "d_psnr_matched"]] = [-0.25, -12.5, float("nan")]
-    line = factor_verdicts(factors).set_index("row").loc["liif-j2"]
+    line = factor_verdicts(factors).set_index("row").loc["liif-width"]
     assert (line["d_psnr"], line["d_gflops_pct"], line["verdict"]) == (-0.25, -12.5, "trade-off")
 
 
 def test_a_second_seed_of_the_reference_sets_the_noise_floor(workspace):
     factors = _csv(workspace, "factors")
     matched = ["d_psnr_matched", "d_psnr_matched_min", "d_psnr_matched_max", "d_gflops_pct_matched"]
-    at = factors["row"] == "liif-j2"  # worse at equal cost: the quality changed
+    at = factors["row"] == "liif-width"  # worse at equal cost: the quality changed
     factors.loc[at, ["d_psnr", "d_gflops_pct", *matched]] = [-0.25, -1.0, -0.24, -0.3, -0.2, 0.1]
     at = factors["row"] == "liif-mapper1"  # 0.08 dB at its own cost, a 20% cheaper routing: the reference's knob
     factors.loc[at, ["d_psnr", "d_gflops_pct", *matched]] = [0.08, -20.0, float("nan"), float("nan"), float("nan"), 0]
     verdicts = factor_verdicts(factors).set_index("row")
-    assert verdicts.loc["liif-j2", "verdict"] == "worse" and verdicts.loc["liif-mapper1", "verdict"] == "better"
+    assert verdicts.loc["liif-width", "verdict"] == "worse" and verdicts.loc["liif-mapper1", "verdict"] == "better"
     assert set(verdicts["floor_db_by"]) == {"threshold"} and set(verdicts["floor_db"]) == {0.05}
     # retrain the reference with another seed (it moves PSNR by 0.1 dB): the mapper's 0.08 dB is now noise
     seed = factors[factors["row"] == "liif-ref"].assign(
@@ -170,7 +171,7 @@ def test_a_second_seed_of_the_reference_sets_the_noise_floor(workspace):
     noisy = factor_verdicts(pd.concat([factors, seed], ignore_index=True)).set_index("row")
     assert set(noisy["floor_db"]) == {0.1} and set(noisy["floor_db_by"]) == {"noise"}
     assert set(noisy["floor_pct"]) == {5.0} and set(noisy["floor_pct_by"]) == {"threshold"}
-    assert noisy.loc["liif-j2", "verdict"] == "worse"  # -0.24 dB at equal cost, beyond the noise
+    assert noisy.loc["liif-width", "verdict"] == "worse"  # -0.24 dB at equal cost, beyond the noise
     assert noisy.loc["liif-mapper1", "verdict"] == "cheaper"  # 20% cheaper, its 0.08 dB within the noise
     assert noisy.loc["liif-seed1", "verdict"] == "noise"
 

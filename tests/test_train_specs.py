@@ -13,6 +13,7 @@ from moeisr.train.sampler import StepBatchSampler, epoch_permutation
 
 PAIRS = [("moeisr_liif", "liif"), ("moeisr_lte", "lte")]
 PROFILES = ("smoke", "cpu", "paper")
+DECODER_WIDTH = {"smoke": 16, "cpu": 256, "paper": 256}  # smoke: tiny decoders, so that its full-image decodes are fast
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -20,19 +21,22 @@ PROFILES = ("smoke", "cpu", "paper")
 def test_moeisr_experts_keep_the_papers_widths_and_the_deepest_is_the_backbone_mlp(moe, backbone, profile):
     experiment = load_experiment(spec_path(moe), profile)
     moe_model, parent_model = build_model(experiment), build_model(experiment.parent)
+    # the paper's decoder widths (smoke: tiny ones): experts as wide as the backbone's MLP, the deepest one that MLP
     hidden = moe_model.spec["args"]["experts"]
-    assert all(w == 256 for h in hidden for w in h)
+    assert all(w == DECODER_WIDTH[profile] for h in hidden for w in h)
     assert hidden[-1] == parent_model.spec["args"]["imnet_spec"]["args"]["hidden_list"]
 
 
-def test_profiles_shrink_the_encoder_not_the_decoder():
+def test_profiles_shrink_the_encoder_not_the_decoder_except_smoke():
     encoders = {p: load_experiment(spec_path("liif"), p).model.args["encoder_spec"]["args"] for p in PROFILES}
     assert (encoders["paper"]["n_resblocks"], encoders["paper"]["n_feats"]) == (16, 64)
     assert encoders["smoke"]["n_feats"] < encoders["cpu"]["n_feats"] < encoders["paper"]["n_feats"]
     for name in ("liif", "lte"):
         for profile in PROFILES:
             args = load_experiment(spec_path(name), profile).model.args
-            assert set(args["imnet_spec"]["args"]["hidden_list"]) == {256}
+            assert set(args["imnet_spec"]["args"]["hidden_list"]) == {DECODER_WIDTH[profile]}
+            if name == "lte":
+                assert args["hidden_dim"] == DECODER_WIDTH[profile]  # LTE's estimators
 
 
 def test_routing_training_settings_come_from_the_loss_section():
