@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from shared_data import benchmark
 
 from moeisr.data.images import load_image, save_image
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import ResultsCache, image_hash, migrate_legacy_rows
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys
 
-DATA = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +28,7 @@ def crop_root(tmp_path: Path, name: str, top: int) -> Path:
     folder = root / "benchmark" / "Set5" / "HR"
     folder.mkdir(parents=True)
     for stem in ("baby", "bird"):
-        hr = load_image(DATA / "benchmark" / "Set5" / "HR" / f"{stem}.webp")
+        hr = load_image(benchmark("Set5") / "HR" / f"{stem}.webp")
         save_image(hr[:, top : top + 48, 100:148], folder / f"{stem}.png")
     return root
 
@@ -120,6 +119,6 @@ def test_the_committed_cache_is_in_the_current_format():
     cache = ResultsCache(REPO / "runs" / "cache" / "cpu" / "results.jsonl")
     frame = cache.load()
     assert len(frame) > 4000 and frame.image_hash.str.fullmatch(r"[0-9a-f]{12}").all()
-    baby = DATA / "benchmark" / "Set5" / "HR" / "baby.webp"
+    baby = benchmark("Set5") / "HR" / "baby.webp"
     assert set(frame[(frame.dataset == "Set5") & (frame.image == "baby")].image_hash) == {image_hash(baby)}
     assert torch.is_tensor(load_image(baby))

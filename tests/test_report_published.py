@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,12 +9,12 @@ import pandas as pd
 from moeisr.report.published import PUBLISHED_CSV, bicubic_psnr, published_results
 from moeisr.report.tables import bicubic_note, published_table
 
-SHARED = Path(os.environ.get("MOEISR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")).parent
 MAIN_CSV = Path(__file__).resolve().parents[1] / "results" / "main.csv"
 
 
-def test_the_copy_equals_the_shared_file():
-    assert PUBLISHED_CSV.read_bytes() == (SHARED / "published" / "published_sr.csv").read_bytes()
+def test_the_copy_equals_the_shared_file(shared_data):
+    shared = shared_data.parent  # ../shared: data/ and published/
+    assert PUBLISHED_CSV.read_bytes() == (shared / "published" / "published_sr.csv").read_bytes()
 
 
 def test_rows_keep_their_sources_and_map_to_our_names():
