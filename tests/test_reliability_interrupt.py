@@ -66,6 +66,7 @@ def losses(run: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r["l1"], r["lr"]) for r in log_rows(run)]
 
 
+@pytest.mark.slow  # 8-14 s on 2 shared cores (three measurements)
 @pytest.mark.usefixtures("one_thread")
 def test_kill_9_twice_at_random_points_of_training_then_resume_is_bit_identical(tmp_path, capsys):
     rng = random.Random(20240611)
