@@ -40,3 +40,18 @@ def test_a_root_without_the_images_is_missing_too(monkeypatch, tmp_path):
 def test_the_marker_and_the_fixture_give_the_same_root(shared_data):
     assert (shared_data / "benchmark" / "Set5" / "HR").is_dir()
     assert find_data_root()[0] == shared_data
+
+
+def test_without_moeisr_data_the_checkout_folders_of_the_session_start_count(monkeypatch, tmp_path):
+    import shared_data
+
+    monkeypatch.delenv("MOEISR_DATA", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(shared_data, "FALLBACKS", [tmp_path / "a" / "shared" / "data"])
+    with pytest.raises(pytest.skip.Exception, match=r"no data root found \(tried .*a/shared/data\)"):
+        require_data_root()
+    for name in ("benchmark", "train"):
+        (tmp_path / "a" / "shared" / "data" / name).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # a test that moves away and hides the checkout still finds the folder
+    monkeypatch.setattr("moeisr.data.roots.repo_root", lambda: tmp_path)
+    assert require_data_root() == tmp_path / "a" / "shared" / "data"
