@@ -253,7 +253,6 @@ def render_report(inputs: ReportInputs) -> str:
 # ------------------------------------------------------------------------------------------ ablations
 
 
-
 def ablation_section(results: str | Path) -> str:
     """The "## Ablations" section for REPORT.md (`moeisr.report.ablations.render.section_markdown`), or "" when
     `<results>/ablations/` holds no summaries."""
