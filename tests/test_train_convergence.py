@@ -39,6 +39,7 @@ def test_cosine_restarts_fall_to_min_lr_and_restart_after_the_warm_up():
     assert lr_at(o, end) == pytest.approx(o.lr)  # the restart
 
 
+@pytest.mark.data
 def test_fixed_crops_are_the_same_window_at_every_scale_and_in_every_run():
     path = list_images("T91", limit=1)[0]
     hr = load_image(path)
@@ -47,6 +48,7 @@ def test_fixed_crops_are_the_same_window_at_every_scale_and_in_every_run():
     assert not torch.equal(a, fixed_crop(hr, 72, "another name"))
 
 
+@pytest.mark.data
 def test_held_out_validation_scores_the_bundled_liif_above_bicubic_at_each_scale():
     model = load_model(REPO / "results" / "checkpoints" / "liif.pt")
     validator = Validator("T91", [2, 4], limit=3, crop=48)
@@ -55,6 +57,7 @@ def test_held_out_validation_scores_the_bundled_liif_above_bicubic_at_each_scale
     assert validator(model, torch.device("cpu")) == pytest.approx(sum(per_scale.values()) / 2)
 
 
+@pytest.mark.data
 @pytest.mark.slow
 def test_a_continued_run_stops_when_held_out_validation_no_longer_rises(tmp_path):
     overrides = [
