@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ import pandas as pd
 
 from moeisr.config import Experiment
 from moeisr.data.benchmark import list_images
-from moeisr.data.degrade import degrade
+from moeisr.data.degrade import degrade, floor_lr_size
 from moeisr.data.images import image_size, load_image
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import ResultsCache, knob_label
@@ -59,7 +58,7 @@ from moeisr.pipeline.ablation_spec import (
     load_suite,
     row_experiment,
 )
-from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
+from moeisr.pipeline.bundle import CheckpointInfo, prepare_named
 from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
@@ -146,7 +145,7 @@ def grid_megapixels(grid: Grid) -> float:
         for path in list_images(dataset, limit=grid.limit.get(dataset)):
             h, w = image_size(path)
             for scale in grid.scales:
-                h_lr, w_lr = math.floor(h / scale + 1e-9), math.floor(w / scale + 1e-9)
+                h_lr, w_lr = floor_lr_size((h, w), scale)
                 total += round(h_lr * scale) * round(w_lr * scale)
     return total / 1e6
 
@@ -378,17 +377,10 @@ def _main_checkpoints(main, required, optional, paths: Paths, profile, train_mai
             continue
         parent = out[experiment.init_from].path if experiment.init_from else None
         try:
-            out[name] = prepare_checkpoint(
-                experiment,
-                bundle=paths.bundle / f"{name}.pt",
-                run_dir=paths.run_dir(profile, name),
-                log_copy=paths.logs / f"{name}.csv",
-                parent=parent,
-                allow_training=train_main,
-                device=device,
-                progress=progress,
-                log=lambda line, n=name: log(f"[main] {n}: {line}"),
-            )
+            out[name] = prepare_named(
+                name, experiment, paths, profile, parent=parent, log=log, stage="main", allow_training=train_main,
+                device=device, progress=progress,
+            )  # fmt: skip
         except UserError as exc:
             if name not in required:
                 log(f"[main] {name}: left out of the report ({exc})")
@@ -406,18 +398,10 @@ def _row_checkpoint(row: Row, experiment, paths: AblationPaths, profile, result,
     """The row's bundle via prepare_checkpoint; None (with a note) when it is not trained and training is off."""
     parent = result.main_checkpoints[experiment.init_from].path if experiment.init_from else None
     try:
-        return prepare_checkpoint(
-            experiment,
-            bundle=paths.bundle / f"{row.name}.pt",
-            run_dir=paths.run_dir(profile, row.name),
-            log_copy=paths.logs / f"{row.name}.csv",
-            parent=parent,
-            retrain=retrain,
-            allow_training=allow,
-            device=device,
-            progress=progress,
-            log=lambda line: log(f"[train] {row.name}: {line}"),
-        )
+        return prepare_named(
+            row.name, experiment, paths, profile, parent=parent, log=log, retrain=retrain, allow_training=allow,
+            device=device, progress=progress,
+        )  # fmt: skip
     except UserError as exc:
         if allow:
             raise

@@ -189,3 +189,18 @@ def prepare_checkpoint(
         shutil.copyfile(run_dir / LOG_FILE, log_copy)
     log(f"bundled {shown(bundle)} ({bundle.stat().st_size / 1e6:.1f} MB, {meta['steps']} steps)")
     return CheckpointInfo(experiment, bundle, status, why, time.monotonic() - started, meta)
+
+
+def prepare_named(name: str, experiment, paths, profile: str, *, parent, log, stage: str = "train", **options):
+    """`prepare_checkpoint` in the folder layout every pipeline shares: bundle `paths.bundle/<name>.pt`, run folder
+    `paths.run_dir(profile, name)`, log copy `paths.logs/<name>.csv`; log lines prefixed `[stage] name:`.
+    options: retrain, allow_training, device, progress."""
+    return prepare_checkpoint(
+        experiment,
+        bundle=paths.bundle / f"{name}.pt",
+        run_dir=paths.run_dir(profile, name),
+        log_copy=paths.logs / f"{name}.csv",
+        parent=parent,
+        log=lambda line: log(f"[{stage}] {name}: {line}"),
+        **options,
+    )

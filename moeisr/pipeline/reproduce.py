@@ -50,7 +50,7 @@ from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evalua
 from moeisr.evaluate.tidy import MODEL_ORDER, dataset_label, sort_cells
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
-from moeisr.pipeline.bundle import CheckpointInfo, prepare_checkpoint
+from moeisr.pipeline.bundle import CheckpointInfo, prepare_named
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 
@@ -299,18 +299,10 @@ def reproduce(
     for role in roles:
         experiment = experiments[role.experiment]
         parent = checkpoints[experiment.init_from].path if experiment.init_from else None
-        checkpoints[role.experiment] = prepare_checkpoint(
-            experiment,
-            bundle=paths.bundle / f"{role.experiment}.pt",
-            run_dir=paths.run_dir(profile, role.experiment),
-            log_copy=paths.logs / f"{role.experiment}.csv",
-            parent=parent,
-            retrain=retrain,
-            allow_training="train" in stages,
-            device=device,
-            progress=progress,
-            log=lambda line, name=role.experiment: log(f"[train] {name}: {line}"),
-        )
+        checkpoints[role.experiment] = prepare_named(
+            role.experiment, experiment, paths, profile, parent=parent, log=log, retrain=retrain,
+            allow_training="train" in stages, device=device, progress=progress,
+        )  # fmt: skip
     result.checkpoints = checkpoints
     total_mb = sum(info.path.stat().st_size for info in checkpoints.values()) / 1e6
     limit = BUNDLE_LIMIT_MB.get(profile)

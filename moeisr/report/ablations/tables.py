@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from moeisr.evaluate.routers import oracle_label
 from moeisr.report.ablations.analysis import found_share
 from moeisr.report.tables import dataset_label
 
@@ -40,7 +41,8 @@ def family_label(base: str) -> str:
 
 
 def oracle_name(level: float) -> str:
-    return f"oracle ε={level:g}/255"
+    """The display name of the oracle router whose cache label is `oracle_label(level)`: 'oracle ε=1/255'."""
+    return oracle_label(level).replace("oracle:eps=", "oracle ε=")
 
 
 def default_oracle(levels: Sequence[float]) -> float | None:
