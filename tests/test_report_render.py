@@ -12,7 +12,11 @@ from pathlib import Path
 from moeisr.report.render import render_results
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-INPUTS = ["main.csv", "run.json", "reproduction.csv", "timings.json", "logs", "figures/data", "ablations", "bench"]
+# What render_results writes; everything else in results/ is its input (or another suite's output it links to).
+OUTPUTS = [
+    "REPORT.md", "tables/main.md", "tables/experts.md", "tables/published.md", "figures/psnr_vs_gflops.png",
+    "figures/flops_per_image.png", "figures/expert_maps.png", "figures/qualitative.png", "figures/learning_curves.png",
+]  # fmt: skip
 
 
 def _without_machine(text: str) -> str:
@@ -21,10 +25,11 @@ def _without_machine(text: str) -> str:
 
 def _render_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "results"
-    for name in INPUTS:
-        source = RESULTS / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / name)
+    shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    for name in OUTPUTS:
+        (copy / name).unlink()
     render_results(copy, log=lambda line: None)
+    assert all((copy / name).is_file() for name in OUTPUTS)
     return copy
 
 
