@@ -11,12 +11,10 @@ the new one, never a half-written mix. `FileLock` serialises processes appending
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import secrets
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -171,57 +169,39 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 class FileLock:
-    """An exclusive (or shared) `fcntl.flock` on `<path>.lock`, as a context manager.
+    """An exclusive lock on `<path>.lock` (the `filelock` package: `fcntl.flock` on POSIX), as a context manager.
 
-    Guards a resource shared by several processes (e.g. a results file many evaluators append to).
-    The lock is advisory: only code that takes it is serialised. It is released when the block
-    exits or the process dies (the kernel drops flocks of dead processes), so a `kill -9` never
-    leaves a stale lock. Not re-entrant: do not take the same lock twice in one process.
+    Guards a resource shared by several processes (e.g. a results file many evaluators append to). The lock is
+    advisory: only code that takes it is serialised. The kernel drops the lock of a dead process, so a `kill -9`
+    never leaves a stale lock. `timeout` (seconds; None = wait forever) turns a lock held elsewhere into a one-line
+    UserError; a lock file that cannot be created is a UserError naming it.
     """
 
-    def __init__(self, path: str | os.PathLike, shared: bool = False, timeout: float | None = None):
+    def __init__(self, path: str | os.PathLike, timeout: float | None = None):
+        import filelock
+
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.shared = shared
         self.timeout = timeout
-        self._fd: int | None = None
+        self._lock = filelock.FileLock(self.lock_path, timeout=-1 if timeout is None else timeout)
 
     def acquire(self) -> None:
+        import filelock
+
         try:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise UserError(
+                f"{self.lock_path} is held by another process after {self.timeout:g} s; "
+                "wait for it to finish or stop it"
+            ) from None
         except OSError as exc:
             raise user_error_for(exc, self.lock_path, action="lock") from exc
-        op = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
-        try:
-            if self.timeout is None:
-                fcntl.flock(fd, op)
-            else:
-                self._poll(fd, op)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def _poll(self, fd: int, op: int) -> None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, op | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise UserError(
-                        f"{self.lock_path} is held by another process after {self.timeout:g} s; "
-                        "wait for it to finish or stop it"
-                    ) from None
-                time.sleep(0.05)
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock.is_locked:
+            self._lock.release()
 
     def __enter__(self) -> FileLock:
         self.acquire()

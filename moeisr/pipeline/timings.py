@@ -12,9 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from filelock import FileLock
-
-from moeisr.io import atomic_write_text
+from moeisr.io import FileLock, atomic_write_text
 
 MERGED_SECTIONS = ("stages", "experiments")  # merged entry by entry; other keys are replaced
 
@@ -48,7 +46,7 @@ def save_timings(path: Path, timings: dict, loaded: dict) -> dict:
     `loaded` are kept; this job's own changed entries win."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with FileLock(path):
         current = load_timings(path)
         for key, value in timings.items():
             if key in MERGED_SECTIONS:
