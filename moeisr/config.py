@@ -65,6 +65,7 @@ HASH_OMITTED_AT_DEFAULT = {
     "optim.schedule.cycle_steps": None,
     "train.stop_gain_db": None,
     "train.stop_check_every": 1_000,
+    "init": {"experts": "random", "fit_patches": 64},
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -161,6 +162,15 @@ class LossSpec:
 
 
 @dataclass(frozen=True)
+class InitSpec:
+    """How an `init_from` MoEISR starts besides the backbone copy (moeisr.models.moe.expert_init): `experts` is
+    random | prefix | prefix_lstsq; prefix_lstsq fits on the decoder inputs of `fit_patches` training patches."""
+
+    experts: Literal["random", "prefix", "prefix_lstsq"] = "random"
+    fit_patches: int = 64
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     """The evaluation grid: every (set, scale, knob), on the first `limit` images of each set."""
 
@@ -186,6 +196,7 @@ class ExperimentSpec:
     optim: OptimSpec = field(default_factory=OptimSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     loss: LossSpec = field(default_factory=LossSpec)
+    init: InitSpec = field(default_factory=InitSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
 
 
@@ -394,6 +405,7 @@ def _check_values(spec: ExperimentSpec) -> None:
         ),
         ("train.stop_gain_db", t.stop_gain_db is None or t.stop_gain_db >= 0, ">= 0 or null"),
         ("train.stop_check_every", t.stop_check_every > 0, "positive"),
+        ("init.fit_patches", spec.init.fit_patches > 0, "positive"),
         ("optim.lr", o.lr > 0, "positive"),
         ("optim.betas", all(0 <= b < 1 for b in o.betas), "two numbers in [0, 1)"),
         ("optim.weight_decay", o.weight_decay >= 0, ">= 0"),

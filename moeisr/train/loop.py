@@ -41,6 +41,7 @@ from moeisr.data.train import ImplicitDownsampled, TrainImages
 from moeisr.errors import UserError
 from moeisr.io import FileLock, atomic_write_text
 from moeisr.models.checkpoint import load_model, save_checkpoint
+from moeisr.models.moe.expert_init import decoder_inputs, init_experts_from_prefix
 from moeisr.models.moe.moeisr import init_from_backbone
 from moeisr.models.moe.routing import balance_loss
 from moeisr.provenance import current_commit
@@ -148,7 +149,7 @@ def converged(history: list[tuple[int, float]], step: int, window: int, min_gain
     return None
 
 
-def initialise_from_parent(model: nn.Module, checkpoint: Path) -> None:
+def initialise_from_parent(model: nn.Module, checkpoint: Path, experiment: Experiment | None = None) -> None:
     """Start `model` from a trained checkpoint: MoEISR via `init_from_backbone`; a model of another kind than the
     parent's (e.g. LM-LIIF from LIIF) by copying the parent's encoder only (`copy_encoder`); others by loading all
     of the parent's weights.
@@ -172,6 +173,26 @@ def initialise_from_parent(model: nn.Module, checkpoint: Path) -> None:
         model.load_state_dict(parent.state_dict(), strict=True)
     else:
         init_from_backbone(model, parent)
+        method = experiment.spec.init.experts if experiment is not None else "random"
+        if method != "random":
+            inputs = None
+            if method == "prefix_lstsq":
+                inputs = decoder_inputs(parent.eval(), fit_batches(experiment))
+            init_experts_from_prefix(model, parent, method, inputs)
+
+
+def fit_batches(experiment: Experiment, batch_size: int = 8):
+    """`experiment.init.fit_patches` training patches (its training data, seeded by the run's seed, no HR used by
+    the fit) as (inp, coord, cell) batches."""
+    d, n = experiment.data, experiment.spec.init.fit_patches
+    images = TrainImages(d.train_sets)
+    data = ImplicitDownsampled(
+        images, d.inp_size, d.scale_min, d.scale_max, augment=False, sample_q=d.sample_q,
+        seed=derived_seed("expert-init", experiment.train.seed),
+    )  # fmt: skip
+    for start in range(0, n, batch_size):
+        items = [data[i % len(data)] for i in range(start, min(start + batch_size, n))]
+        yield tuple(torch.stack([item[k] for item in items]) for k in ("inp", "coord", "cell"))
 
 
 def _model_kind(name: str):
@@ -214,7 +235,7 @@ class TrainingObjective(nn.Module):
         super().__init__()
         self.model = model
         self.l1_weight = l1_weight
-        self.routed = hasattr(model, "forward_train") and hasattr(model, "aux_loss")
+        self.routed = model.has_routing_loss
 
     def forward(self, inp, coord, cell, gt, generator: torch.Generator | None = None):
         if self.routed:
@@ -393,7 +414,7 @@ class _Run:
             self.elapsed_before = float(state.get("elapsed", 0.0))
             self.val_history = [tuple(x) for x in state.get("val_history", [])]
         elif self.parent_checkpoint is not None:
-            initialise_from_parent(model, self.parent_checkpoint)
+            initialise_from_parent(model, self.parent_checkpoint, exp)
         self.model = model.to(ctx.device)
 
         start = int(state["step"]) if state is not None else 0
