@@ -66,6 +66,8 @@ HASH_OMITTED_AT_DEFAULT = {
     "train.stop_gain_db": None,
     "train.stop_check_every": 1_000,
     "init": {"experts": "random", "fit_patches": 64},
+    "optim.lr_scale": {},
+    "optim.freeze_encoder_steps": 0,
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -133,6 +135,11 @@ class OptimSpec:
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     max_steps: int = 1_000_000
     grad_clip: float | None = None  # max global grad norm; null = no clipping
+    # Learning-rate multipliers per module group (encoder, mapper, experts, other; `moeisr.train.schedules`),
+    # e.g. {encoder: 0.1}; {} = one group at lr. The groups: encoder = the backbone's CNN, experts = the decoder
+    # MLP(s), mapper = MoEISR's mapper, other = the rest (e.g. LTE's estimators).
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    freeze_encoder_steps: int = 0  # the encoder group's lr is 0 for the first N steps (its Adam moments still update)
 
 
 @dataclass(frozen=True)
@@ -406,6 +413,12 @@ def _check_values(spec: ExperimentSpec) -> None:
         ("train.stop_gain_db", t.stop_gain_db is None or t.stop_gain_db >= 0, ">= 0 or null"),
         ("train.stop_check_every", t.stop_check_every > 0, "positive"),
         ("init.fit_patches", spec.init.fit_patches > 0, "positive"),
+        (
+            "optim.lr_scale",
+            set(o.lr_scale) <= {"encoder", "mapper", "experts", "other"} and all(v >= 0 for v in o.lr_scale.values()),
+            "a mapping of encoder/mapper/experts/other to multipliers >= 0",
+        ),
+        ("optim.freeze_encoder_steps", 0 <= o.freeze_encoder_steps <= o.max_steps, "in [0, optim.max_steps]"),
         ("optim.lr", o.lr > 0, "positive"),
         ("optim.betas", all(0 <= b < 1 for b in o.betas), "two numbers in [0, 1)"),
         ("optim.weight_decay", o.weight_decay >= 0, ">= 0"),

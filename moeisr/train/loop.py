@@ -49,7 +49,7 @@ from moeisr.registry import models
 from moeisr.train import distributed as D
 from moeisr.train.logs import MetricsLog
 from moeisr.train.sampler import EpochIndexed, StepBatchSampler, derived_seed, seed_worker
-from moeisr.train.schedules import LRSchedule
+from moeisr.train.schedules import LRSchedule, param_groups
 from moeisr.train.state import (
     FINAL,
     LAST,
@@ -419,9 +419,9 @@ class _Run:
 
         start = int(state["step"]) if state is not None else 0
         loader, self.sampler = build_loader(exp, ctx, start)
-        params = [p for p in model.parameters() if p.requires_grad]
         o = exp.optim
-        self.optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        groups = param_groups(model, o)
+        self.optimizer = torch.optim.Adam(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.schedule = LRSchedule(self.optimizer, o)
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])

@@ -8,6 +8,8 @@ the step (the scheduler state in a checkpoint is only a record of it):
 - `step`: lr * gamma ** (number of milestones <= step); milestones count from step 0, warm-up included;
 - `cosine`: min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2 with t = (step - warmup) / (max_steps - warmup),
   so the rate reaches min_lr at max_steps;
+- per module group (`param_groups`): lr × `optim.lr_scale[group]`, and 0 for the encoder group while
+  step < `optim.freeze_encoder_steps`;
 - `cosine_restarts`: the same cosine with t = ((step - warmup) mod cycle_steps) / cycle_steps, so the
   rate falls to min_lr over each cycle and restarts at lr (SGDR without cycle growth).
 
@@ -42,6 +44,35 @@ def lr_at(optim: OptimSpec, step: int) -> float:
     raise ValueError(f"unknown schedule {schedule.name!r}")
 
 
+MODULE_GROUPS = ("encoder", "mapper", "experts", "other")
+
+
+def module_group(name: str) -> str:
+    """The lr group of a parameter name: encoder (the backbone CNN), mapper, experts (decoder MLPs), other."""
+    parts = name.split(".")
+    if "encoder" in parts:
+        return "encoder"
+    if parts[0] == "mapper":
+        return "mapper"
+    if parts[0] in ("experts", "imnet") or "imnet" in parts:
+        return "experts"
+    return "other"
+
+
+def param_groups(model: torch.nn.Module, optim: OptimSpec) -> list[dict]:
+    """The optimiser's parameter groups: one group (all trainable parameters) unless `optim.lr_scale` or
+    `optim.freeze_encoder_steps` is set, then one per module group present, each with its `lr_scale`."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not optim.lr_scale and not optim.freeze_encoder_steps:
+        return [{"params": [p for _, p in named], "lr_scale": 1.0, "group": "all"}]
+    groups = []
+    for group in MODULE_GROUPS:
+        params = [p for n, p in named if module_group(n) == group]
+        if params:
+            groups.append({"params": params, "lr_scale": float(optim.lr_scale.get(group, 1.0)), "group": group})
+    return groups
+
+
 class LRSchedule:
     """Sets the optimiser's learning rate from `lr_at` before each step; its state is just the step."""
 
@@ -55,8 +86,10 @@ class LRSchedule:
         """Set every parameter group's lr for optimiser step `step` (0-based); returns it."""
         self.step = int(step)
         self.lr = lr_at(self.optim, self.step)
+        frozen = self.step < self.optim.freeze_encoder_steps
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            scale = 0.0 if frozen and group.get("group") == "encoder" else group.get("lr_scale", 1.0)
+            group["lr"] = self.lr * scale
         return self.lr
 
     def state_dict(self) -> dict:
