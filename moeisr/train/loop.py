@@ -65,8 +65,8 @@ from moeisr.train.state import (
 )
 from moeisr.train.validation import Validator
 
-ROUTING_LOSS_KEYS = ("tau", "balance", "balance_weight", "cost_weight")  # owned by the loss: section
-LOSS_ARGS = ("balance", "cost_weight")  # what loss.args may hold (MoEISR only)
+ROUTING_LOSS_KEYS = ("tau", "balance", "balance_weight", "cost_weight", "cost_target", "noise_anneal_steps")
+LOSS_ARGS = ("balance", "cost_weight", "cost_target", "noise_anneal_steps")  # what loss.args may hold (MoEISR only)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -498,6 +498,7 @@ class _Run:
                 lr = self.schedule.apply(step)
                 generator = None
                 if self.model.has_routing_loss:
+                    self.model.router.set_step(step)
                     generator = torch.Generator(device=ctx.device)
                     generator.manual_seed(derived_seed("gumbel", exp.train.seed, step, ctx.rank))
                 loss, l1, balance = objective(batch["inp"], batch["coord"], batch["cell"], batch["gt"], generator)

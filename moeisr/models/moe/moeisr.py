@@ -42,9 +42,13 @@ MAPPER_DEFAULTS = {"n_layers": 3, "width": 64, "use_cell": False}
 ROUTING_DEFAULTS = {"tau": 1.0, "balance": "switch", "balance_weight": 0.01, "cost_weight": 0.0, "routing_knob": 0.0}
 
 
-def _merge(defaults: dict, given: Mapping | None, what: str) -> dict:
+# Routing options that enter the spec only when given, so that every earlier checkpoint's spec is unchanged.
+ROUTING_OPTIONAL = {"cost_target", "noise_anneal_steps"}
+
+
+def _merge(defaults: dict, given: Mapping | None, what: str, optional: set | frozenset = frozenset()) -> dict:
     given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
+    unknown = sorted(set(given) - set(defaults) - set(optional))
     if unknown:
         raise UserError(f"unknown MoEISR {what} option(s) {unknown}; known: {sorted(defaults)}")
     return {**defaults, **given}
@@ -66,7 +70,7 @@ class MoEISR(ImplicitSR):
     def __init__(self, backbone_spec, experts=None, mapper=None, routing=None):
         super().__init__()
         mapper_cfg = _merge(MAPPER_DEFAULTS, mapper, "mapper")
-        routing_cfg = _merge(ROUTING_DEFAULTS, routing, "routing")
+        routing_cfg = _merge(ROUTING_DEFAULTS, routing, "routing", ROUTING_OPTIONAL)
         self.backbone = models.make(backbone_spec)
         for attr in ("encode", "query", "imnet", "imnet_in_dim"):
             if not hasattr(self.backbone, attr):

@@ -21,7 +21,9 @@ Auxiliary losses on a `RoutingInfo` (training only):
   I_j = Σ_q p_qj. 0 when balanced, J-1 when everything goes to one expert.
 - balance "none": 0.
 - cost (weight `cost_weight`, default 0): mean_q Σ_j p_qj · c_j / c_max, the expected relative cost,
-  in (0, 1]. A budget term, not a balance term.
+  in (0, 1]. A budget term, not a balance term. With `cost_target` ρ it becomes (cost − ρ)²: a target.
+- Gumbel-noise annealing (`noise_anneal_steps`): the training sample's noise falls linearly to 0, so the
+  training pick converges to the inference pick (argmax at knob 0).
 `Router.aux_loss(info)` = balance_weight · balance + cost_weight · cost.
 """
 
@@ -89,15 +91,17 @@ def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -
 
 
 def straight_through_gumbel(
-    logits: torch.Tensor, tau: float, generator: torch.Generator | None = None
+    logits: torch.Tensor, tau: float, generator: torch.Generator | None = None, noise_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard Gumbel-Softmax sample with straight-through gradient.
 
     logits: ...×J. Returns (weights ...×J, one-hot in the forward pass, soft gradient; assign ... int64).
+    noise_scale multiplies the Gumbel noise: at 0 the pick is argmax(logits), the inference pick at knob 0.
     """
     if not tau > 0:
         raise UserError(f"Gumbel temperature tau={tau} must be > 0")
-    soft = ((logits + gumbel_noise(logits, generator)) / tau).softmax(dim=-1)
+    noise = gumbel_noise(logits, generator) * noise_scale if noise_scale else 0.0
+    soft = ((logits + noise) / tau).softmax(dim=-1)
     assign = soft.argmax(dim=-1)
     hard = F.one_hot(assign, logits.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft, assign
@@ -234,6 +238,14 @@ class Router:
     balance: str = "switch"
     balance_weight: float = 0.01
     cost_weight: float = 0.0
+    cost_target: float | None = None  # ρ: the cost term becomes (E[c/c_max] − ρ)² instead of E[c/c_max]
+    noise_anneal_steps: int = 0  # the Gumbel noise falls linearly from 1 to 0 over these training steps (0 = off)
+    noise_scale: float = 1.0  # set by `set_step` (mutable, like tau)
+
+    def set_step(self, step: int) -> None:
+        """Anneal the Gumbel noise for training step `step` (0-based): 1 − step / noise_anneal_steps, floored at 0."""
+        if self.noise_anneal_steps:
+            self.noise_scale = max(0.0, 1.0 - step / self.noise_anneal_steps)
 
     def __post_init__(self):
         if self.balance not in BALANCE_KINDS:
@@ -257,7 +269,7 @@ class Router:
         Training always computes it (the balance losses need it)."""
         probs = logits.softmax(dim=-1) if training or eval_probs else None
         if training:
-            weights, assign = straight_through_gumbel(logits, self.tau, generator)
+            weights, assign = straight_through_gumbel(logits, self.tau, generator, self.noise_scale)
         else:
             weights, assign = None, knob_assign(logits, relative_costs, knob)
         return RoutingInfo(logits, probs, assign, weights, relative_costs)
@@ -274,5 +286,6 @@ class Router:
         """balance_weight · balance_loss + cost_weight · cost_loss (scalar, differentiable w.r.t. the mapper)."""
         loss = self.balance_weight * balance_loss(info, self.balance)
         if self.cost_weight:
-            loss = loss + self.cost_weight * cost_loss(info)
+            cost = cost_loss(info)
+            loss = loss + self.cost_weight * (cost if self.cost_target is None else (cost - self.cost_target) ** 2)
         return loss
