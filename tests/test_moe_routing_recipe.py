@@ -79,3 +79,17 @@ def test_the_knobs_come_from_the_loss_section_and_leave_the_default_spec_alone()
     )  # fmt: skip
     router = build_model(asked).router
     assert (router.cost_target, router.cost_weight, router.noise_anneal_steps) == (0.6, 1.0, 1000)
+
+
+def test_the_validator_reports_the_pick_agreement_on_a_real_image(model):
+    from moeisr.train.validation import Validator
+
+    validator = Validator("T91", [2], limit=1, crop=64)
+    device = torch.device("cpu")
+    model.router.noise_scale = 1.0
+    noisy = validator.pick_agreement(model, device)
+    model.router.noise_scale = 0.0
+    try:
+        assert validator.pick_agreement(model, device) == 1.0 and 0.0 < noisy < 1.0
+    finally:
+        model.router.noise_scale = 1.0

@@ -1,9 +1,10 @@
 """Training metrics: `RUN_DIR/log.csv` (always) and TensorBoard (only if `tensorboard` is importable).
 
-log.csv columns: step, loss, l1, balance, lr, seconds, val_psnr. loss/l1/balance are means over the
+log.csv columns: step, loss, l1, balance, lr, seconds, val_psnr, pick_agree. loss/l1/balance are means over the
 steps since the previous row (over all ranks), balance is the unweighted balance term (empty for models
 without routing), lr the rate of the row's last step, seconds the training wall time so far (summed over
-resumes), val_psnr the validation PSNR in dB when the row's step validated (else empty).
+resumes), val_psnr the validation PSNR in dB when the row's step validated (else empty), pick_agree (MoEISR, at
+validation steps) the share of training picks that equal the inference picks (`Validator.pick_agreement`).
 
 Rows are appended and flushed one by one, so a `kill -9` loses at most a partial last line. On resume
 the file is rewritten with only the complete rows up to the checkpoint's step, so a resumed run's log
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from moeisr.io import atomic_write_text, user_error_for
 
-COLUMNS = ("step", "loss", "l1", "balance", "lr", "seconds", "val_psnr")
+COLUMNS = ("step", "loss", "l1", "balance", "lr", "seconds", "val_psnr", "pick_agree")
 
 
 def _cell(value) -> str:

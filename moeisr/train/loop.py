@@ -526,6 +526,8 @@ class _Run:
                 check = stop_rule and (step - exp.optim.warmup_steps) % t.stop_check_every == 0
                 if validator is not None and (step % t.val_every == 0 or step == max_steps or check):
                     row["val_psnr"] = validator(self.model, ctx.device)
+                    if self.model.has_routing_loss:
+                        row["pick_agree"] = validator.pick_agreement(self.model, ctx.device)
                     self.val_history.append((step, row["val_psnr"]))
                     if check and step > exp.optim.warmup_steps:
                         self.stopped_early = converged(self.val_history, step, t.stop_check_every, t.stop_gain_db)

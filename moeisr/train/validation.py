@@ -7,6 +7,7 @@ The pairs follow the benchmark protocol (`moeisr.data.BenchmarkSet`: LIIF's crop
 With `crop`, every HR image is first cut to one fixed crop×crop window whose position is seeded by the
 file name (the same window at every scale and in every run), so that a held-out set of large images
 (T91: 5.4 MP in all) costs a fraction of a full pass. The value is the mean over scales of the set means.
+For a model with a routing loss, `pick_agreement` is the share of training picks that equal inference picks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from moeisr.coords import make_cell, make_coord
 from moeisr.data.benchmark import BenchmarkPair, list_images
 from moeisr.data.degrade import degrade
 from moeisr.data.images import load_image
@@ -95,6 +97,28 @@ class Validator:
         finally:
             model.train(was_training)
         return means
+
+    @torch.no_grad()
+    def pick_agreement(self, model: nn.Module, device: torch.device, queries: int = 4096) -> float:
+        """The share of queries whose training pick (a Gumbel sample at the router's current noise, seed 0) is the
+        inference pick (argmax at knob 0), on `queries` fixed pixels of the first validation image at the
+        first scale; the model is put back in its previous mode. Only for models with a routing loss."""
+        pair = self.pairs()[self.scales[0]][0]
+        H, W = pair.hr.shape[-2:]
+        index = torch.randperm(H * W, generator=torch.Generator().manual_seed(0))[:queries]
+        coord = make_coord((H, W))[index][None].to(device)
+        cell = make_cell(coord, (H, W))
+        was_training = model.training
+        try:
+            features = model.encode(pair.lr[None].to(device))
+            model.train()
+            generator = torch.Generator(device=device).manual_seed(0)
+            _, sampled = model.query_with_info(features, coord, cell, generator=generator)
+            model.eval()
+            _, chosen = model.query_with_info(features, coord, cell, routing_knob=0.0)
+        finally:
+            model.train(was_training)
+        return float((sampled.assign == chosen.assign).float().mean())
 
     def __call__(self, model: nn.Module, device: torch.device) -> float:
         """Mean over the scales of the per-scale mean PSNR (dB)."""
