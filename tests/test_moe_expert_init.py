@@ -90,3 +90,17 @@ def test_the_init_knob_reaches_training_initialisation():
     held_out = patches(["T91"], 8, seed=3, inp_size=16)
     assert abs(l1(model, held_out) - l1(load_model(parent), held_out)) < 0.005  # 8 fit patches: a looser bound
     assert experiment.config_hash != load_experiment(REPO / "experiments" / "moeisr_liif.yaml", "cpu").config_hash
+
+
+def test_lte_with_four_experts_starts_from_its_backbone():
+    lte = load_model(REPO / "results" / "checkpoints" / "lte.pt")
+    experiment = load_experiment(REPO / "experiments" / "moeisr_lte.yaml", "cpu", ["model.args.experts=depth+linear"])
+    moe = init_from_backbone(build_model(experiment), lte)
+    assert moe.experts.hidden_lists == [[], [256], [256, 256], [256, 256, 256]]
+    costs = moe.experts.relative_costs().tolist()
+    assert costs == sorted(costs) and costs[0] < 0.05
+    fit = patches(["BSD200"], 8, seed=1, inp_size=32)
+    inputs = decoder_inputs(lte.eval(), [(fit["inp"], fit["coord"], fit["cell"])])
+    assert init_experts_from_prefix(moe, lte, "prefix_lstsq", inputs) == [0, 1, 2]
+    held_out = patches(["T91"], 8, seed=2, inp_size=16)
+    assert abs(l1(moe, held_out) - l1(lte, held_out)) < 0.005

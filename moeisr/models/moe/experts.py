@@ -15,6 +15,9 @@ feeds K=4 decoder inputs to its expert, so its cost is K times that.
 Ways to write the `experts` config (all resolved by `resolve_expert_hidden_lists`):
 - `None` or `"depth"`: prefixes of the backbone MLP's hidden list. LIIF ([256]*4) gives
   [256], [256]*2, [256]*3, [256]*4; LTE ([256]*3) gives [256], [256]*2, [256]*3.
+- `"depth+linear"`: `"depth"` plus a cheapest expert with no hidden layer (one Linear from the decoder input to
+  RGB): LTE's 3-layer MLP then gives 4 experts, as the paper's design names. OUR CHOICE for that fourth expert:
+  the prefix family's natural next step down, and `init.experts: prefix_lstsq` fits it like the others.
 - `"width"`: the backbone's depth at widths w/4, w/2, 3w/4, w (LIIF: [64]*4, [128]*4, [192]*4, [256]*4).
 - an explicit list whose items are hidden lists (`[256, 256]`), `{"hidden_list": [...]}` or an MLP spec
   `{"name": "mlp", "args": {"hidden_list": [...]}}` (in/out dims always come from the backbone).
@@ -32,7 +35,7 @@ from torch import nn
 from moeisr.errors import UserError
 from moeisr.models.mlp import InferenceInputs, as_inference_inputs, inference_forward
 
-FAMILIES = ("depth", "width")
+FAMILIES = ("depth", "depth+linear", "width")
 
 
 class ExpertMLP(nn.Module):
@@ -105,10 +108,11 @@ def resolve_expert_hidden_lists(experts: Any, backbone_hidden: Sequence[int]) ->
     backbone_hidden: the backbone MLP's hidden widths, e.g. [256, 256, 256, 256] for LIIF.
     """
     backbone_hidden = list(backbone_hidden)
-    if experts is None or experts == "depth":
+    if experts is None or experts in ("depth", "depth+linear"):
         if not backbone_hidden:
-            raise UserError("the 'depth' expert family needs a backbone MLP with at least one hidden layer")
-        return [backbone_hidden[: i + 1] for i in range(len(backbone_hidden))]
+            raise UserError(f"the {experts or 'depth'!r} expert family needs a backbone MLP with a hidden layer")
+        prefixes = [backbone_hidden[: i + 1] for i in range(len(backbone_hidden))]
+        return ([[]] if experts == "depth+linear" else []) + prefixes
     if experts == "width":
         if not backbone_hidden:
             raise UserError("the 'width' expert family needs a backbone MLP with at least one hidden layer")
