@@ -93,3 +93,28 @@ def test_the_validator_reports_the_pick_agreement_on_a_real_image(model):
         assert validator.pick_agreement(model, device) == 1.0 and 0.0 < noisy < 1.0
     finally:
         model.router.noise_scale = 1.0
+
+
+def test_every_expert_is_supervised_on_every_query_with_the_expert_loss(batch):
+    from moeisr.models.moe import init_from_backbone
+    from moeisr.train.loop import TrainingObjective
+
+    backbone = load_model(REPO / "results" / "checkpoints" / "liif.pt")
+    experiment = load_experiment(REPO / "experiments" / "moeisr_liif.yaml", "cpu", ["loss.args.expert_loss_weight=0.5"])
+    torch.manual_seed(0)
+    moe = init_from_backbone(build_model(experiment), backbone).train()
+    assert moe.router.expert_loss_weight == 0.5
+    inp, coord, cell, gt = batch["inp"], batch["coord"], batch["cell"], batch["gt"]
+    with torch.no_grad():
+        pred, info = moe.forward_train(inp, coord, cell, generator=torch.Generator().manual_seed(0))
+        reference = backbone.train()(inp, coord, cell)
+    preds = info.expert_preds
+    assert preds.shape == (moe.n_experts, *pred.shape)
+    routed = preds.gather(0, info.assign[None, ..., None].expand(1, *pred.shape))[0]
+    assert torch.allclose(pred, routed, atol=1e-5)  # the routed prediction is the picked expert's own
+    assert torch.allclose(preds[-1], reference, atol=1e-5)  # the deepest expert is the backbone MLP
+    objective = TrainingObjective(moe, 1.0)
+    with torch.no_grad():
+        loss, l1, _ = objective(inp, coord, cell, gt, torch.Generator().manual_seed(0))
+        expected = l1 + moe.aux_loss(info) + 0.5 * (preds - gt[None]).abs().mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)

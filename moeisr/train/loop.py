@@ -65,8 +65,8 @@ from moeisr.train.state import (
 )
 from moeisr.train.validation import Validator
 
-ROUTING_LOSS_KEYS = ("tau", "balance", "balance_weight", "cost_weight", "cost_target", "noise_anneal_steps")
-LOSS_ARGS = ("balance", "cost_weight", "cost_target", "noise_anneal_steps")  # what loss.args may hold (MoEISR only)
+LOSS_ARGS = ("balance", "cost_weight", "cost_target", "noise_anneal_steps", "expert_loss_weight")  # MoEISR only
+ROUTING_LOSS_KEYS = ("tau", "balance_weight", *LOSS_ARGS)  # owned by the loss: section
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -241,6 +241,8 @@ class TrainingObjective(nn.Module):
         if self.routed:
             pred, info = self.model.forward_train(inp, coord, cell, generator=generator)
             aux = self.model.aux_loss(info)
+            if info.expert_preds is not None:  # every expert supervised on every query (loss.args.expert_loss_weight)
+                aux = aux + self.model.router.expert_loss_weight * (info.expert_preds - gt[None]).abs().mean()
             balance = balance_loss(info, self.model.router.balance).detach()
         else:
             pred = self.model(inp, coord, cell)

@@ -43,7 +43,7 @@ ROUTING_DEFAULTS = {"tau": 1.0, "balance": "switch", "balance_weight": 0.01, "co
 
 
 # Routing options that enter the spec only when given, so that every earlier checkpoint's spec is unchanged.
-ROUTING_OPTIONAL = {"cost_target", "noise_anneal_steps"}
+ROUTING_OPTIONAL = {"cost_target", "noise_anneal_steps", "expert_loss_weight"}
 
 
 def _merge(defaults: dict, given: Mapping | None, what: str, optional: set | frozenset = frozenset()) -> dict:
@@ -172,12 +172,21 @@ class MoEISR(ImplicitSR):
         eval_probs = not self.backbone.uses_executed_path()
         info = self.router.route(logits, costs, self.training, knob, generator, eval_probs=eval_probs)
 
+        keep = [] if self.training and self.router.expert_loss_weight else None
+
         def decode(x: torch.Tensor) -> torch.Tensor:
-            return self.router.dispatch(self.experts, x, info)
+            return self.router.dispatch(self.experts, x, info, keep)
 
         decode.accepts_inference_inputs = True  # the experts take the "as executed" inputs (docs/speed.md)
 
-        return self.backbone.query(features, coord, cell, mlp=decode), info
+        pred = self.backbone.query(features, coord, cell, mlp=decode)
+        if keep:
+            # each expert's own prediction: the backbone's ensemble blend of that expert's outputs (the backbone
+            # calls its mlp once per query, so the kept outputs stand in for it without running the expert again)
+            info.expert_preds = torch.stack(
+                [self.backbone.query(features, coord, cell, mlp=lambda x, out=out: out) for out in keep]
+            )
+        return pred, info
 
     def query(
         self,

@@ -22,6 +22,9 @@ Auxiliary losses on a `RoutingInfo` (training only):
 - balance "none": 0.
 - cost (weight `cost_weight`, default 0): mean_q Σ_j p_qj · c_j / c_max, the expected relative cost,
   in (0, 1]. A budget term, not a balance term. With `cost_target` ρ it becomes (cost − ρ)²: a target.
+- per-expert loss (weight `expert_loss_weight` α, default 0; added by the training objective, which has the
+  ground truth): α · mean_j L1(pred_j, gt), pred_j the prediction had every query gone to expert j, so each
+  expert learns from every training pixel, as nested early exits do.
 - Gumbel-noise annealing (`noise_anneal_steps`): the training sample's noise falls linearly to 0, so the
   training pick converges to the inference pick (argmax at knob 0).
 `Router.aux_loss(info)` = balance_weight · balance + cost_weight · cost.
@@ -55,6 +58,7 @@ class RoutingInfo:
     weights: B×Q×J straight-through one-hot (training) or None (eval: sparse dispatch).
     relative_costs: (J,) c_j / c_max.
     ensemble: K, decoder inputs per query, filled in by dispatch (4 for LIIF/LTE local ensemble).
+    expert_preds: J×B×Q×3 each expert's prediction of every query (training with `expert_loss_weight` > 0), else None.
     """
 
     logits: torch.Tensor
@@ -63,6 +67,7 @@ class RoutingInfo:
     weights: torch.Tensor | None
     relative_costs: torch.Tensor
     ensemble: int | None = field(default=None)
+    expert_preds: torch.Tensor | None = field(default=None)
 
     @property
     def n_experts(self) -> int:
@@ -155,14 +160,20 @@ def knob_for_budget(logits: torch.Tensor, relative_costs: torch.Tensor, target: 
     return hi
 
 
-def dense_dispatch(experts: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def dense_dispatch(
+    experts: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor, keep: list | None = None
+) -> torch.Tensor:
     """Σ_j weights_j · expert_j(x), every expert on every input (training).
 
-    x: B×Q×K×D decoder inputs; weights: B×Q×J. Returns B×Q×K×out.
+    x: B×Q×K×D decoder inputs; weights: B×Q×J. Returns B×Q×K×out. `keep`, if a list, receives each expert's
+    output (B×Q×K×out), for the per-expert loss.
     """
     out = None
     for j, expert in enumerate(experts):
-        term = weights[..., j, None, None] * expert(x)
+        result = expert(x)
+        if keep is not None:
+            keep.append(result)
+        term = weights[..., j, None, None] * result
         out = term if out is None else out + term
     return out
 
@@ -240,6 +251,7 @@ class Router:
     cost_weight: float = 0.0
     cost_target: float | None = None  # ρ: the cost term becomes (E[c/c_max] − ρ)² instead of E[c/c_max]
     noise_anneal_steps: int = 0  # the Gumbel noise falls linearly from 1 to 0 over these training steps (0 = off)
+    expert_loss_weight: float = 0.0  # α: every expert is also supervised on every query (nested early exits)
     noise_scale: float = 1.0  # set by `set_step` (mutable, like tau)
 
     def set_step(self, step: int) -> None:
@@ -275,11 +287,14 @@ class Router:
         return RoutingInfo(logits, probs, assign, weights, relative_costs)
 
     @staticmethod
-    def dispatch(experts: Sequence[nn.Module], x: torch.Tensor, info: RoutingInfo) -> torch.Tensor:
-        """Run the experts on decoder inputs x (B×Q×K×D) as `info` says: dense in training, sparse at eval."""
+    def dispatch(
+        experts: Sequence[nn.Module], x: torch.Tensor, info: RoutingInfo, keep: list | None = None
+    ) -> torch.Tensor:
+        """Run the experts on decoder inputs x (B×Q×K×D) as `info` says: dense in training (each expert's output
+        appended to `keep` if given), sparse at eval."""
         info.ensemble = x.shape[2]
         if info.weights is not None:
-            return dense_dispatch(experts, x, info.weights)
+            return dense_dispatch(experts, x, info.weights, keep)
         return sparse_dispatch(experts, x, info.assign)
 
     def aux_loss(self, info: RoutingInfo) -> torch.Tensor:
