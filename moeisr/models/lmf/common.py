@@ -22,6 +22,7 @@ The local-ensemble geometry (nearest cells, relative coordinates, area weights) 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,17 @@ class LatentModulatedSR(ImplicitSR):
     `mod_input`, `spec`, and implement `encode`, `_latent_output` and `_render_input`."""
 
     compute_knob_name = "cmsr_mse"  # CMSR's MSE threshold, LMF's counterpart of the routing knob
+
+    def finish_spec(self, name: str, args: dict, cmsr_spec) -> None:
+        """Set `self.spec` = {name, args} (with an official `cmsr_spec`, if given, kept in the args and applied as
+        fixed CMSR thresholds)."""
+        if cmsr_spec is not None:
+            args["cmsr_spec"] = copy.deepcopy(cmsr_spec)
+        self.spec = {"name": name, "args": args}
+        if cmsr_spec is not None:
+            from moeisr.models.lmf.cmsr import apply_official_cmsr_spec
+
+            apply_official_cmsr_spec(self, cmsr_spec)
 
     hypernet: torch.nn.Module
     imnet: ModulatedMLP

@@ -84,13 +84,7 @@ class LMLTE(LatentModulatedSR):
             "cell_decode": self.cell_decode,
             "mod_input": self.mod_input,
         }
-        if cmsr_spec is not None:
-            args["cmsr_spec"] = copy.deepcopy(cmsr_spec)
-        self.spec = {"name": "lm-lte", "args": args}
-        if cmsr_spec is not None:
-            from moeisr.models.lmf.cmsr import apply_official_cmsr_spec
-
-            apply_official_cmsr_spec(self, cmsr_spec)
+        self.finish_spec("lm-lte", args, cmsr_spec)
 
     def encode(self, lr: torch.Tensor) -> Features:
         """lr B×3×h×w in [0, 1] → {"feat", "coef_freq": B·h·w × 2·hidden_dim channels-last (coef, then freq),
