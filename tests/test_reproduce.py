@@ -123,6 +123,19 @@ def test_second_run_reuses_checkpoints_and_cache(workspace):
     assert "not checked (0 rows recomputed by the eval stage)" in report and "Verdict: **PASS**" in report
 
 
+def test_full_mode_recomputes_every_row_and_compares_them_with_the_previous_main_csv(workspace):
+    folders = workspace["folders"]
+    lines: list[str] = []
+    full = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, full=True, **folders)
+    assert full.mode == "full" and full.recheck is None  # no sample: every row is recomputed
+    assert full.rows_computed == len(full.rows) == len(MODEL_ORDER)  # one image at one scale per model
+    assert len(list(folders["cache"].glob("full-*.jsonl"))) == 1  # a fresh cache file beside the shared one
+    check = full.check
+    assert int(check["compared"].sum()) == len(MODEL_ORDER) and check["max_abs_dpsnr"].max() == 0.0
+    report = (folders["results"] / "REPORT.md").read_text()
+    assert "Mode **full**" in report and f"The {len(MODEL_ORDER)} rows the eval stage computed" in report
+
+
 def test_a_changed_config_is_not_reused_and_a_foreign_run_is_not_resumed(workspace):
     folders = workspace["folders"]
     paths = default_paths("smoke", **folders)
