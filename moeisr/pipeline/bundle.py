@@ -108,6 +108,8 @@ def write_bundle(final: Path, bundle: Path, experiment: Experiment) -> dict:
         "steps": int(state.get("step", source.get("step", 0))),
         "train_seconds": float(state.get("elapsed", 0.0)),
         "final": True,
+        "stopped_early": source.get("stopped_early"),  # the convergence stop's reason, if it ended the run
+        "val_history": state.get("val_history") or [],  # (step, held-out PSNR) of the run's validations
     }
     spec = {"name": ckpt["model"]["name"], "args": ckpt["model"].get("args") or {}}
     save_checkpoint(bundle, model, spec=spec, meta=meta)
