@@ -389,7 +389,9 @@ def rebuild(out_dir: Path, merged: dict | None = None) -> list[Path]:
     fig = figure(merged, out_dir / "speed.png")
     if fig is not None:
         paths.append(fig)
-    if (out_dir.parent / "run.json").is_file():  # results/ of a reproduce run: REPORT.md's one writer re-renders it
+    from moeisr.artefacts import RUN_FILE
+
+    if (out_dir.parent / RUN_FILE).is_file():  # results/ of a reproduce run: REPORT.md's one writer re-renders it
         from moeisr.report.render import render_results
 
         paths.append(render_results(out_dir.parent, log=lambda line: None))

@@ -58,6 +58,17 @@ def environment_error_message(exc: BaseException) -> str | None:
     return f"{where}{exc.strerror or exc} (check the permissions, or choose another path)"
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file's top-level object, or {} when the file is missing, unreadable or not an object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def content_hash(path: str | os.PathLike) -> str:
     """First 12 hex digits of the sha256 of a file's bytes (OSError as raised by open)."""
     digest = hashlib.sha256()

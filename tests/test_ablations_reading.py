@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from moeisr.artefacts import ABLATION_META_FILE as META_FILE
+from moeisr.artefacts import ABLATION_RAW_CSVS as RAW_CSVS
 from moeisr.report.ablations.analysis import read_summary
 from moeisr.report.ablations.reading import (
     NOISE_VERDICT,
@@ -21,7 +23,7 @@ from moeisr.report.ablations.reading import (
     factor_verdicts,
     sweep_comparisons,
 )
-from moeisr.report.ablations.render import META_FILE, RAW_CSVS, SUMMARIES, TABLE, render, section_markdown
+from moeisr.report.ablations.render import SUMMARIES, TABLE, render, section_markdown
 from moeisr.report.ablations.tables import NOISE_FACTOR, default_oracle, oracle_name
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

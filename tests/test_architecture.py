@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "moeisr"
 
 # Lowest first. A module belongs to the first entry that is a prefix of its dotted name (after "moeisr.").
 LAYERS = [
-    ("core", ["errors", "io", "registry", "config", "provenance", "coords"]),
+    ("core", ["errors", "io", "registry", "config", "provenance", "coords", "artefacts"]),
     ("data, metrics, models", ["data", "metrics", "models"]),
     ("flops", ["flops"]),
     ("train, evaluate", ["train", "evaluate"]),

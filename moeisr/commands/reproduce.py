@@ -58,6 +58,7 @@ def run(args) -> int:
 def run_reproduce(profile: str = "cpu", **options):
     """The main job: the pipeline's stages (`moeisr.pipeline.reproduce`), then, with the report stage, the one
     REPORT.md writer (`moeisr.report.render`); a failed reproduction check raises after the report is written."""
+    from moeisr.artefacts import RECHECK_CSV
     from moeisr.errors import UserError
     from moeisr.evaluate import recheck
     from moeisr.pipeline.reproduce import STAGES, reproduce
@@ -73,6 +74,6 @@ def run_reproduce(profile: str = "cpu", **options):
             f"reproduction check FAILED: {len(bad)} of {len(result.recheck)} recomputed rows differ from the cache "
             f"by more than {recheck.PSNR_TOLERANCE_DB} dB or in GFLOPs (first: {first['model']} "
             f"{first['dataset']}/{first['image']} x{first['scale']:g}, ΔPSNR {first['dpsnr']:+.4f} dB); see "
-            f"{result.paths.results / 'reproduction.csv'}"
+            f"{result.paths.results / RECHECK_CSV}"
         )
     return result

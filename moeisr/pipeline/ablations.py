@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from moeisr.artefacts import ABLATION_META_FILE, ABLATION_RAW_CSVS, TIMINGS_FILE
 from moeisr.config import Experiment
 from moeisr.data.benchmark import list_images
 from moeisr.data.degrade import degrade, floor_lr_size
@@ -64,8 +65,6 @@ from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 
 STAGES = ("train", "eval", "sweep", "report")
-RAW_CSVS = ("rows", "matched", "sweep")  # the raw tidy artefacts of <results>/ablations/, with META_FILE
-META_FILE = "meta.json"
 MODEL_NAMES = {role.experiment: role.model for role in ROLES}  # moeisr_liif -> moeisr-liif (the `model` column)
 
 # Planning constants for `estimate`, measured on the 2-core development machine (docs/ablations.md, "Budget").
@@ -101,11 +100,11 @@ class AblationPaths:
 
     @property
     def timings(self) -> Path:
-        return self.root / "timings.json"
+        return self.root / TIMINGS_FILE
 
     @property
     def meta(self) -> Path:
-        return self.root / META_FILE
+        return self.root / ABLATION_META_FILE
 
     def csv(self, name: str) -> Path:
         return self.root / f"{name}.csv"
@@ -570,7 +569,7 @@ def _meta(meta_rows: list[dict], spec: ProfileSpec, grid: Grid, result, commit, 
 
 
 def _write_artefacts(frames: dict[str, pd.DataFrame], meta: dict, paths: AblationPaths, log) -> list[Path]:
-    written = [atomic_write_text(paths.csv(name), frames[name].to_csv(index=False)) for name in RAW_CSVS]
+    written = [atomic_write_text(paths.csv(name), frames[name].to_csv(index=False)) for name in ABLATION_RAW_CSVS]
     written.append(atomic_write_text(paths.meta, json.dumps(meta, indent=1, ensure_ascii=False) + "\n"))
     log(f"[report] wrote {', '.join(str(p) for p in written)}")
     return written

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from moeisr.artefacts import MAIN_CSV, RECHECK_CSV, RUN_FILE, TIMINGS_FILE
 from moeisr.config import Experiment, load_experiment, with_loaded_parent
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size, load_image
@@ -55,8 +56,6 @@ from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 
 STAGES = ("train", "eval", "check", "report")
-RECHECK_CSV = "reproduction.csv"  # the check stage's per-row comparison, in the results folder
-RUN_FILE = "run.json"  # what the report renders besides the tables: provenance, grid, checks, pictures
 DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  # relative to the repository
 
 
@@ -109,7 +108,7 @@ class Paths:
 
     @property
     def main_csv(self) -> Path:
-        return self.results / "main.csv"
+        return self.results / MAIN_CSV
 
     @property
     def report(self) -> Path:
@@ -117,7 +116,7 @@ class Paths:
 
     @property
     def timings(self) -> Path:
-        return self.results / "timings.json"
+        return self.results / TIMINGS_FILE
 
     @property
     def cache_file(self) -> Path:

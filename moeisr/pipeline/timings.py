@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from moeisr.io import FileLock, atomic_write_text
+from moeisr.io import FileLock, atomic_write_text, read_json_object
 
 MERGED_SECTIONS = ("stages", "experiments")  # merged entry by entry; other keys are replaced
 
@@ -24,11 +24,7 @@ def stamp() -> str:
 
 def load_timings(path: Path) -> dict:
     """The timings file as a dict ({} if it is missing or unreadable)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path)
 
 
 def record_stage(stage_times: dict, stage: str, seconds: float, details: str, commit: str, did_work: bool) -> None:

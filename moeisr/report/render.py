@@ -14,23 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from moeisr.artefacts import MAIN_CSV, RUN_FILE, TIMINGS_FILE
 from moeisr.errors import UserError
 from moeisr.evaluate import recheck
 from moeisr.evaluate.pictures import read_crops, read_expert_maps
-from moeisr.io import atomic_write_text
+from moeisr.io import atomic_write_text, read_json_object
 from moeisr.report import figures, tables
 from moeisr.report.ablations.analysis import read_summary_if_any
 from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
-
-RUN_FILE = "run.json"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def reproduction_markdown(run: dict, rows: pd.DataFrame, results: Path) -> str:
@@ -68,7 +59,7 @@ def render_results(results: str | Path, log=print) -> Path:
     UserError when `main.csv` or `run.json` is missing (run `moeisr reproduce` with the report stage first).
     """
     results = Path(results)
-    run_path, main_csv = results / RUN_FILE, results / "main.csv"
+    run_path, main_csv = results / RUN_FILE, results / MAIN_CSV
     if not run_path.is_file() or not main_csv.is_file():
         raise UserError(f"{results}: no {RUN_FILE} and main.csv to render; run `moeisr reproduce` first")
     run = json.loads(run_path.read_text(encoding="utf-8"))
@@ -110,7 +101,7 @@ def render_results(results: str | Path, log=print) -> Path:
         command=run["command"],
         experiments=run["experiments"],
         grid_lines=run["grid_lines"],
-        timings=_read_json(results / "timings.json"),
+        timings=read_json_object(results / TIMINGS_FILE),
         check_markdown=reproduction_markdown(run, rows, results),
         paragraphs=reading(rows, sizes, run["deepest_expert"]),
         tables=out_tables,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from moeisr.artefacts import ABLATION_META_FILE, ABLATION_RAW_CSVS
 from moeisr.io import atomic_write_text
 from moeisr.provenance import header
 from moeisr.report.ablations import analysis, figures
@@ -32,8 +33,6 @@ from moeisr.report.ablations.tables import (
 )
 from moeisr.report.tables import dataset_label
 
-RAW_CSVS = ("rows", "matched", "sweep")  # written by the pipeline, with META_FILE
-META_FILE = "meta.json"
 SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers")  # computed here
 TABLE = Path("tables") / "ablations.md"
 
@@ -52,11 +51,11 @@ def sweep_figure_name(family: str) -> str:
 
 def read_raw(results: str | Path) -> tuple[dict[str, pd.DataFrame], dict] | None:
     """The raw frames (rows, matched, sweep) and meta.json of `<results>/ablations/`, or None without meta.json."""
-    meta_path = _folder(results) / META_FILE
+    meta_path = _folder(results) / ABLATION_META_FILE
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return {name: read_summary_if_any(_folder(results) / f"{name}.csv") for name in RAW_CSVS}, meta
+    return {name: read_summary_if_any(_folder(results) / f"{name}.csv") for name in ABLATION_RAW_CSVS}, meta
 
 
 def summaries(raw: Mapping[str, pd.DataFrame], meta: dict) -> dict[str, pd.DataFrame]:
@@ -137,7 +136,7 @@ def render(results: str | Path, *, command: str | None = None, log: Callable[[st
     results = Path(results)
     raw = read_raw(results)
     if raw is None:
-        log(f"[report] no {_folder(results) / META_FILE}: run the ablations' report stage first")
+        log(f"[report] no {_folder(results) / ABLATION_META_FILE}: run the ablations' report stage first")
         return []
     frames = summaries(*raw)
     meta = raw[1]
