@@ -190,18 +190,22 @@ def evaluate(
     chunk_size: int = 32768,
     progress: bool = True,
     commit: str | None = None,
+    computed: set | None = None,
 ) -> tuple[list, int]:
     """Compute every missing row of the grid and append it to `cache`.
 
-    Returns (the grid's cache keys, in grid order; the number of rows computed now).
+    Returns (the grid's cache keys, in grid order; the number of rows computed now). `computed`, if a set,
+    receives the keys of the rows computed now.
     """
     todo = grid_items(entries, grid, root)
     keys = [item_key(item, grid) for item in todo]
-    work = [
-        item
-        for item, key in zip(todo, keys, strict=True)
-        if cache.missing([key], requested_metrics(item[0], with_lpips, flops_fn is not None))
-    ]
+    by_metrics: dict[tuple[str, ...], list] = {}  # one cache lookup per metric set (bicubic has no FLOPs)
+    for item, key in zip(todo, keys, strict=True):
+        by_metrics.setdefault(requested_metrics(item[0], with_lpips, flops_fn is not None), []).append(key)
+    missing = {key for metrics, group in by_metrics.items() for key in cache.missing(group, metrics)}
+    work = [item for item, key in zip(todo, keys, strict=True) if key in missing]
+    if computed is not None:
+        computed |= missing
     written = 0
     rows = compute_rows(
         work, grid, device=device, with_lpips=with_lpips, flops_fn=flops_fn, chunk_size=chunk_size,

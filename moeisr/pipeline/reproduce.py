@@ -47,7 +47,7 @@ from moeisr.errors import UserError
 from moeisr.evaluate import pictures, recheck
 from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache
 from moeisr.evaluate.recheck import read_rows_csv
-from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys, requested_metrics
+from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys
 from moeisr.evaluate.tidy import MODEL_ORDER, dataset_label, sort_cells
 from moeisr.flops.per_image import ArchitectureFlops
 from moeisr.io import atomic_write_text
@@ -325,12 +325,10 @@ def reproduce(
         started = time.monotonic()
         flops = ArchitectureFlops()  # the equal-budget backbones reuse their backbone's counts
         for g in grids:
-            for entry in entries:
-                wanted = requested_metrics(entry, with_lpips=True, with_flops=True)
-                result.computed_keys |= set(cache_store.missing(grid_keys([entry], g), wanted))
             _, computed = evaluate(
-                entries, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit
-            )
+                entries, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit,
+                computed=result.computed_keys,
+            )  # fmt: skip
             result.rows_computed += computed
         log(
             f"[eval] {result.rows_computed} rows computed now, {len(keys) - result.rows_computed} reused from "
