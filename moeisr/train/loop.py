@@ -184,12 +184,8 @@ def initialise_from_parent(model: nn.Module, checkpoint: Path, experiment: Exper
 def fit_batches(experiment: Experiment, batch_size: int = 8):
     """`experiment.init.fit_patches` training patches (its training data, seeded by the run's seed, no HR used by
     the fit) as (inp, coord, cell) batches."""
-    d, n = experiment.data, experiment.spec.init.fit_patches
-    images = TrainImages(d.train_sets)
-    data = ImplicitDownsampled(
-        images, d.inp_size, d.scale_min, d.scale_max, augment=False, sample_q=d.sample_q,
-        seed=derived_seed("expert-init", experiment.train.seed),
-    )  # fmt: skip
+    n = experiment.spec.init.fit_patches
+    data = training_patches(experiment, derived_seed("expert-init", experiment.train.seed), augment=False)
     for start in range(0, n, batch_size):
         items = [data[i % len(data)] for i in range(start, min(start + batch_size, n))]
         yield tuple(torch.stack([item[k] for item in items]) for k in ("inp", "coord", "cell"))
@@ -254,15 +250,21 @@ class TrainingObjective(nn.Module):
 # ------------------------------------------------------------------------------------------- data
 
 
+def training_patches(experiment: Experiment, seed: int, augment: bool) -> ImplicitDownsampled:
+    """The experiment's training patches (`data` section: sets, LR patch size, scale range, queries per patch)."""
+    d = experiment.data
+    images = TrainImages(d.train_sets)
+    return ImplicitDownsampled(
+        images, d.inp_size, d.scale_min, d.scale_max, augment=augment, sample_q=d.sample_q, seed=seed
+    )
+
+
 def build_loader(experiment: Experiment, ctx: D.DistContext, start_step: int):
     """(DataLoader, StepBatchSampler) reading this rank's batches of steps start_step..max_steps-1."""
     d, seed = experiment.data, experiment.train.seed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if not ctx.is_main else "default")  # per-file size warnings, once
-        images = TrainImages(d.train_sets)
-        dataset = ImplicitDownsampled(
-            images, d.inp_size, d.scale_min, d.scale_max, augment=d.augment, sample_q=d.sample_q, seed=seed
-        )
+        dataset = training_patches(experiment, seed, augment=d.augment)
     sampler = StepBatchSampler(
         len(dataset), d.batch_size, seed, start_step, experiment.optim.max_steps, ctx.rank, ctx.world_size
     )
