@@ -10,13 +10,13 @@ Y the backbone MLP's outputs, W = argmin ‖[H 1] W − Y‖².
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from moeisr.errors import UserError
-from moeisr.models.moe.experts import linear_layers
+from moeisr.models.moe.experts import copy_linear_layers, linear_layers
 
 EXPERT_INITS = ("random", "prefix", "prefix_lstsq")
 
@@ -40,12 +40,6 @@ def decoder_inputs(
     return torch.cat(captured)
 
 
-def _hidden(layers: Sequence[nn.Linear], x: torch.Tensor) -> torch.Tensor:
-    for layer in layers:
-        x = torch.relu(layer(x))
-    return x
-
-
 def init_experts_from_prefix(
     moe_model: nn.Module, backbone: nn.Module, method: str, fit_inputs: torch.Tensor | None = None
 ) -> list[int]:
@@ -62,20 +56,21 @@ def init_experts_from_prefix(
         raise UserError("expert_init prefix_lstsq needs decoder inputs from training patches to fit on")
     source = linear_layers(backbone.imnet)
     widths = [layer.out_features for layer in source[:-1]]
-    targets = backbone.imnet(fit_inputs).double() if fit_inputs is not None else None
     done = []
     with torch.no_grad():
+        if fit_inputs is not None:
+            targets = backbone.imnet(fit_inputs).double()
+            hiddens = [fit_inputs]  # hiddens[k]: the activations after the backbone's first k hidden layers
+            for layer in source[:-1]:
+                hiddens.append(torch.relu(layer(hiddens[-1])))
         for index in range(moe_model.n_experts - 1):
-            expert = moe_model.experts[index]
-            hidden = list(expert.hidden_list)
+            hidden = list(moe_model.experts[index].hidden_list)
             if hidden != widths[: len(hidden)]:
                 continue
-            layers = linear_layers(expert)
-            for src, dst in zip(source[: len(hidden)], layers[:-1], strict=True):
-                dst.weight.copy_(src.weight)
-                dst.bias.copy_(src.bias)
+            layers = linear_layers(moe_model.experts[index])
+            copy_linear_layers(source[: len(hidden)], layers[:-1])
             if method == "prefix_lstsq":
-                h = _hidden(source[: len(hidden)], fit_inputs).double()
+                h = hiddens[len(hidden)].double()
                 design = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], dim=1)
                 solution = torch.linalg.lstsq(design, targets, driver="gelsd").solution  # (k+1) × out
                 layers[-1].weight.copy_(solution[:-1].T.to(layers[-1].weight.dtype))

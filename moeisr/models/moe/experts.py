@@ -101,6 +101,17 @@ def _hidden_list_of(item: Any) -> list[int]:
     return list(item)
 
 
+def copy_linear_layers(source: Sequence[nn.Linear], target: Sequence[nn.Linear]) -> None:
+    """Copy weights and biases layer by layer (call under torch.no_grad()); UserError when the two disagree on
+    a layer's shape or on having a bias."""
+    for src, dst in zip(source, target, strict=True):
+        if src.weight.shape != dst.weight.shape or (src.bias is None) != (dst.bias is None):
+            raise UserError(f"cannot copy a Linear {tuple(src.weight.shape)} into {tuple(dst.weight.shape)}")
+        dst.weight.copy_(src.weight)
+        if src.bias is not None:
+            dst.bias.copy_(src.bias)
+
+
 def resolve_expert_hidden_lists(experts: Any, backbone_hidden: Sequence[int]) -> list[list[int]]:
     """Turn the `experts` config into a list of hidden lists (unsorted; `ExpertSet` sorts).
 

@@ -33,7 +33,13 @@ from torch import nn
 from moeisr.coords import make_coord
 from moeisr.errors import UserError
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, Decoder, Features, ImplicitSR, cell_scale_factors, upscale
-from moeisr.models.moe.experts import ExpertSet, linear_layers, mlp_hidden_list, resolve_expert_hidden_lists
+from moeisr.models.moe.experts import (
+    ExpertSet,
+    copy_linear_layers,
+    linear_layers,
+    mlp_hidden_list,
+    resolve_expert_hidden_lists,
+)
 from moeisr.models.moe.mapper import Mapper, relative_scale, sample_logits
 from moeisr.models.moe.routing import Router, RoutingInfo, knob_assign, knob_for_budget, routed_macs
 from moeisr.registry import models
@@ -374,12 +380,9 @@ def init_from_backbone(
         )
     with torch.no_grad():
         moe_model.backbone.load_state_dict(src_state, strict=True)
-        for src, dst in zip(src_layers, dst_layers, strict=True):
-            dst.weight.copy_(src.weight)
-            if (src.bias is None) != (dst.bias is None):
-                raise UserError(f"{name}: the backbone MLP and expert {index} disagree on biases")
-            if src.bias is not None:
-                dst.bias.copy_(src.bias)
+        if any((s.bias is None) != (d.bias is None) for s, d in zip(src_layers, dst_layers, strict=True)):
+            raise UserError(f"{name}: the backbone MLP and expert {index} disagree on biases")
+        copy_linear_layers(src_layers, dst_layers)
     if freeze_encoder:
         encoder = getattr(moe_model.backbone, "encoder", None)
         if encoder is None:
