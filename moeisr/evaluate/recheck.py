@@ -39,24 +39,22 @@ def sample_items(
     """The grid items to recompute (module docstring), in grid order; the same for the same grid and seed."""
     items = grid_items(entries, grid, root)
     rng = random.Random(seed)
-    chosen_image = {}
+    chosen = {}  # (set, scale) -> the stem of its sampled image
     for dataset in grid.sets:
+        stems = sorted({path.stem for _, d, path, _, _ in items if d == dataset})
         for scale in grid.scales:
             if float(scale) in scales:
-                stems = sorted({path.stem for _, d, path, _, _ in items if d == dataset})
-                chosen_image[(dataset, float(scale))] = rng.choice(stems)
-    picked = [
-        item
-        for item in items
-        if item[0].name in main_models and chosen_image.get((item[1], item[3])) == item[2].stem and item[4] is None
-    ]
+                chosen[(dataset, float(scale))] = rng.choice(stems)
+    extra = set()  # indices into `items` of the other models' rows
     for entry in entries:
-        if entry.name in main_models:
-            continue
-        own = [item for item in items if item[0] is entry]
-        picked += [own[i] for i in sorted(random.Random(f"{seed}:{entry.name}").sample(range(len(own)), other_rows))]
-    order = {id(item): i for i, item in enumerate(items)}
-    return sorted(picked, key=lambda item: order[id(item)])
+        if entry.name not in main_models:
+            own = [i for i, item in enumerate(items) if item[0] is entry]
+            extra |= set(random.Random(f"{seed}:{entry.name}").sample(own, min(other_rows, len(own))))
+    return [
+        (entry, dataset, path, scale, knob)
+        for i, (entry, dataset, path, scale, knob) in enumerate(items)
+        if i in extra or (entry.name in main_models and knob is None and chosen.get((dataset, scale)) == path.stem)
+    ]
 
 
 def recompute(
