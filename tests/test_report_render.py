@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from moeisr.report.render import render_results
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -51,3 +53,14 @@ def test_prose_paragraphs_are_short():
     assert paragraphs, "REPORT.md has no prose to check"
     longest = max(paragraphs, key=len)
     assert len(longest) < 600, longest[:200]
+
+
+def test_a_recheck_over_zero_rows_gives_no_verdict(tmp_path):
+    from moeisr.evaluate.recheck import compare
+    from moeisr.report.render import reproduction_markdown
+
+    rows = pd.read_csv(RESULTS / "main.csv")
+    compare(rows.iloc[:0], rows).to_csv(tmp_path / "reproduction.csv", index=False)  # a grid without ×2-×4
+    run = {"mode": "verified", "recheck_file": "reproduction.csv", "eval_check": {"reason": "no previous main.csv"}}
+    text = reproduction_markdown(run, rows, tmp_path)
+    assert "**not checked**" in text and "PASS" not in text and "FAIL" not in text
