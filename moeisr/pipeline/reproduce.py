@@ -45,7 +45,7 @@ from moeisr.data.images import image_size, load_image
 from moeisr.data.roots import repo_root
 from moeisr.errors import UserError
 from moeisr.evaluate import pictures, recheck
-from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache
+from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache, key_of
 from moeisr.evaluate.recheck import read_rows_csv
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys
 from moeisr.evaluate.tidy import MODEL_ORDER, dataset_label, sort_cells
@@ -489,7 +489,7 @@ def _eval_stage_check(committed, rows: pd.DataFrame, result: ReproduceResult, lo
     """The rows the eval stage computed in this run against the previous main.csv: {"reason": why not checked, or
     None; "computed": how many; "rows": per-model `recheck.reproduction_check` records}."""
     keys = result.computed_keys
-    computed = rows[[_row_key(r) in keys for r in rows.itertuples()]] if keys else rows.iloc[:0]
+    computed = rows[[key_of(r) in keys for r in rows.to_dict("records")]] if keys else rows.iloc[:0]
     if committed is None or computed.empty:
         reason = "no previous main.csv" if committed is None else "0 rows recomputed by the eval stage"
         log(f"[report] comparison with the previous main.csv: not checked ({reason})")
@@ -503,15 +503,6 @@ def _eval_stage_check(committed, rows: pd.DataFrame, result: ReproduceResult, lo
             f"max |ΔPSNR| {dpsnr} dB, max |ΔGFLOPs| {dgflops}"
         )
     return {"reason": None, "computed": len(computed), "rows": json.loads(check.to_json(orient="records"))}
-
-
-def _row_key(row):
-    from moeisr.evaluate.cache import make_key
-
-    return make_key(
-        row.ckpt_hash, row.dataset, row.image, row.image_hash, row.scale, row.knob, row.protocol,
-        row.protocol_version, row.precision,
-    )  # fmt: skip
 
 
 def _write_pictures(entries, grid: Grid, folder: Path, device: str) -> dict:
