@@ -68,6 +68,7 @@ HASH_OMITTED_AT_DEFAULT = {
     "init": {"experts": "random", "fit_patches": 64},
     "optim.lr_scale": {},
     "optim.freeze_encoder_steps": 0,
+    "calibrate": {"images": 8, "downscale": 4},
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -178,6 +179,15 @@ class InitSpec:
 
 
 @dataclass(frozen=True)
+class CalibrateSpec:
+    """Post-training calibration when a run is bundled (moeisr.train.calibrate): LMF's CMSR table is measured on
+    the first `images` images of the first training source, downscaled by `downscale` (MATLAB bicubic)."""
+
+    images: int = 8
+    downscale: int = 4
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     """The evaluation grid: every (set, scale, knob), on the first `limit` images of each set."""
 
@@ -204,6 +214,7 @@ class ExperimentSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     loss: LossSpec = field(default_factory=LossSpec)
     init: InitSpec = field(default_factory=InitSpec)
+    calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
 
 

@@ -22,6 +22,7 @@ from moeisr.config import Experiment
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import ckpt_hash
 from moeisr.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from moeisr.train.calibrate import calibrate_cmsr, needs_calibration
 from moeisr.train.state import FINAL, LAST, LOG_FILE, describe_changes
 
 
@@ -111,7 +112,10 @@ def write_bundle(final: Path, bundle: Path, experiment: Experiment) -> dict:
         "stopped_early": source.get("stopped_early"),  # the convergence stop's reason, if it ended the run
         "val_history": state.get("val_history") or [],  # (step, held-out PSNR) of the run's validations
     }
-    spec = {"name": ckpt["model"]["name"], "args": ckpt["model"].get("args") or {}}
+    spec = {"name": ckpt["model"]["name"], "args": dict(ckpt["model"].get("args") or {})}
+    if needs_calibration(model):  # LMF: CMSR's table is measured on training images once, here
+        spec["args"]["cmsr_spec"] = calibrate_cmsr(model, experiment)
+        meta["calibrated"] = "cmsr_spec.table (moeisr.train.calibrate)"
     save_checkpoint(bundle, model, spec=spec, meta=meta)
     return meta
 

@@ -138,11 +138,21 @@ def as_threshold_source(table) -> CMSRTable | FixedThresholds:
 
 
 def apply_official_cmsr_spec(model: LatentModulatedSR, cmsr_spec: Mapping) -> None:
-    """An official `cmsr_spec` model arg: its s2m tables as fixed thresholds, CMSR on at its mse_threshold."""
+    """A `cmsr_spec` model arg, in one of two forms:
+
+    - official: `s2m_tables` ({S: {s: t}}) as fixed thresholds, CMSR on at `mse_threshold` (official default 2e-5);
+    - ours: `table`, a calibrated `CMSRTable.to_dict()` (written into bundled LMF checkpoints by
+      `moeisr.pipeline.bundle`), CMSR off unless `mse_threshold` is given; the knob `cmsr_mse` turns it on.
+    """
     if "updating_scale" in cmsr_spec:
         raise ValueError("cmsr_spec.updating_scale (the official table-building mode): use build_cmsr_table instead")
+    if "table" in cmsr_spec:
+        model.cmsr_table = as_threshold_source(cmsr_spec["table"])
+        mse = cmsr_spec.get("mse_threshold")
+        model.cmsr_mse = None if mse is None else float(mse) or None
+        return
     if "s2m_tables" not in cmsr_spec:
-        raise ValueError("cmsr_spec needs s2m_tables ({target scale: {decode scale: threshold}})")
+        raise ValueError("cmsr_spec needs s2m_tables ({target scale: {decode scale: threshold}}) or a calibrated table")
     model.cmsr_table = as_threshold_source(cmsr_spec["s2m_tables"])
     model.cmsr_mse = float(cmsr_spec.get("mse_threshold", OFFICIAL_MSE)) or None
 
