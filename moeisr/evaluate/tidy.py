@@ -7,7 +7,9 @@ import pandas as pd
 
 SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
 MATCH_KEYS = ["model", "dataset", "image", "scale", "knob"]
-MODEL_ORDER = ("bicubic", "liif", "liif-equal-budget", "moeisr-liif", "lte", "lte-equal-budget", "moeisr-lte")
+MODEL_ORDER = (
+    "bicubic", "liif", "liif-equal-budget", "moeisr-liif", "lm-liif", "lte", "lte-equal-budget", "moeisr-lte", "lm-lte",
+)  # fmt: skip
 
 
 def dataset_label(name: str, n: int, total: int | None) -> str:

@@ -27,6 +27,9 @@ sends to expert j on this image (`expert_map`), and c_j = ensemble · MACs per d
 (the fvcore-verified closed form). The MAC terms are exact. A few element-wise FLOPs of the dispatch also
 depend on the routing (about 0.01% of the total on the test image); they are taken at their all-cheapest
 count. The tests check the result against a full `count` to a relative 1e-3.
+
+Other compute knobs (LMF's CMSR): when the knob is set, which pixels are rendered at which scale depends on the
+image's modulations, so the image is traced in full with the knob on (`with_knob`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from moeisr.flops.analysis import count
-from moeisr.models.base import output_size
+from moeisr.models.base import compute_knob, output_size
 from moeisr.models.moe.moeisr import MoEISR
 
 FIT_ORIGIN = (3, 3)  # (H0, W0): the fitted outputs are (H0 + i, W0 + j), i, j in {0, 1}; tiny, so traces are cheap
@@ -144,6 +147,16 @@ class PerImageFlops:
                 return sizes.constant(functools.partial(self._count, model), lr_hw) + sizes.output_terms(out_hw)
         return self._count(model, lr_hw, out_hw)
 
+    def with_knob(self, model, lr: torch.Tensor, scale: float, name: str, knob: float) -> int:
+        """FLOPs of one image with a non-MoEISR compute knob set (LMF's CMSR: what is rendered at which scale
+        depends on the image), traced in full on `lr` 1×3×h×w; the model's own knob value is restored."""
+        previous = getattr(model, name)
+        setattr(model, name, knob)
+        try:
+            return count(model, None, scale, image=lr, chunk_size=self.chunk_size).total
+        finally:
+            setattr(model, name, previous)
+
     def routed(self, model: MoEISR, lr_hw: tuple[int, int], scale: float, assign: torch.Tensor):
         """(FLOPs, expert shares) of decoding at `scale` with the per-pixel routing `assign` (int64, any shape)."""
         counts = torch.bincount(assign.reshape(-1), minlength=model.n_experts).tolist()
@@ -154,6 +167,9 @@ class PerImageFlops:
 
     def __call__(self, model, lr: torch.Tensor, scale: float, knob: float | None):
         lr_hw = tuple(lr.shape[-2:])
+        name = compute_knob(model)
+        if not isinstance(model, MoEISR) and name is not None and knob is not None:
+            return self.with_knob(model, lr, scale, name, knob), None
         if not isinstance(model, MoEISR):
             return self.base(model, lr_hw, scale), None
         with torch.inference_mode():
@@ -175,3 +191,19 @@ class ArchitectureFlops(PerImageFlops):
 
     def model_key(self, model: torch.nn.Module) -> Hashable:
         return architecture_key(model)
+
+
+def encoder_flops_per_lr_pixel(model: torch.nn.Module, sizes=((12, 12), (16, 20))) -> float:
+    """FLOPs per LR pixel of `model`'s feature encoder (fvcore, the `encoder` component of `count`).
+
+    A fully convolutional encoder's count is proportional to h·w; it is measured at two LR `sizes` and a count
+    that is not proportional raises ValueError. Used to split an image's total into encoder and the rest
+    (the decoder side: MoEISR's mapper and experts, LMF's latent and render MLPs, LTE's estimator).
+    """
+    per_pixel = []
+    for h, w in sizes:
+        knob = math.inf if isinstance(model, MoEISR) else None  # the encoder does not depend on the routing
+        per_pixel.append(count(model, (h, w), 1.0, routing_knob=knob).encoder / (h * w))
+    if abs(per_pixel[0] - per_pixel[1]) > 1e-9 * max(per_pixel):
+        raise ValueError(f"encoder FLOPs are not proportional to the LR area: {per_pixel} per pixel")
+    return per_pixel[0]

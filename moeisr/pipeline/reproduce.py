@@ -49,8 +49,9 @@ from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache, key_of
 from moeisr.evaluate.recheck import read_rows_csv
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys
 from moeisr.evaluate.tidy import MODEL_ORDER, dataset_label, sort_cells
-from moeisr.flops.per_image import ArchitectureFlops
+from moeisr.flops.per_image import ArchitectureFlops, encoder_flops_per_lr_pixel
 from moeisr.io import atomic_write_text
+from moeisr.models.base import compute_knob
 from moeisr.pipeline.bundle import CheckpointInfo, prepare_named
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
@@ -61,20 +62,31 @@ DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  
 
 @dataclass(frozen=True)
 class Role:
-    """An experiment file of `experiments/` and the name its rows carry in the `model` column."""
+    """An experiment file of `experiments/` and the name its rows carry in the `model` column.
+
+    evaluated: False for an experiment reproduced only as the parent of others (its grid rows are not computed).
+    """
 
     experiment: str
     model: str
+    evaluated: bool = True
 
 
 ROLES = (  # parents before the experiments initialised from them
     Role("liif", "liif"),
     Role("lte", "lte"),
+    # LTE trained on until its held-out validation stopped rising (issue 20, item 0): LM-LTE's encoder comes from
+    # it. Not on the grid yet: the main models are still fine-tuned from the 6000-step backbones.
+    Role("lte_converged", "lte-converged", evaluated=False),
     Role("moeisr_liif", "moeisr-liif"),
     Role("moeisr_lte", "moeisr-lte"),
     Role("liif_equal", "liif-equal-budget"),
     Role("lte_equal", "lte-equal-budget"),
+    Role("lm_lte", "lm-lte"),
 )
+# LMF's CMSR sweep (the knob `cmsr_mse`, official units: MSE on [-1, 1] images; 2e-5 is the official default):
+# extra rows of the LMF models at the grid's scales above ×4, where CMSR acts, drawn as curves in the figure.
+CMSR_KNOBS = (5e-6, 2e-5, 1e-4)
 LARGE_SCALES: dict[str, tuple[float, ...]] = {"paper": (18.0, 24.0, 30.0)}  # cpu: skipped, too costly on 2 cores
 MIN_LR_SIDE = 16  # px: a set gets the large scales only if all its evaluated LR images keep this much
 FIGURE_SCALE = 4  # integer, so that the crops' LR windows align exactly with the HR
@@ -314,20 +326,24 @@ def reproduce(
     timings.setdefault("experiments", {}).update({name: info.summary() for name, info in checkpoints.items()})
 
     # ---- evaluate ---------------------------------------------------------------------------------
-    evaluated = [r for r in roles if models is None or r.model in models]
+    evaluated = [r for r in roles if r.evaluated and (models is None or r.model in models)]
     entries = [bicubic_entry()] if with_bicubic else []
     entries += [checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in evaluated]
     cache_file = paths.cache / f"full-{commit}.jsonl" if full else paths.cache_file
     cache_store = ResultsCache(cache_file)
-    keys = [k for g in grids for k in grid_keys(entries, g)]
+    knob_entries = [e for e in entries if e.model is not None and compute_knob(e.model) == "cmsr_mse"]
+    sweep = cmsr_grid(grid) if knob_entries else None
+    if sweep is not None:
+        grids.append(sweep)
+    keys = list(dict.fromkeys(k for g in grids for k in grid_keys(knob_entries if g is sweep else entries, g)))
     result.mode = "full" if full else "verified"
     if "eval" in stages:
         started = time.monotonic()
         flops = ArchitectureFlops()  # the equal-budget backbones reuse their backbone's counts
         for g in grids:
             _, computed = evaluate(
-                entries, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit,
-                computed=result.computed_keys,
+                knob_entries if g is sweep else entries, g, cache_store, device=device, flops_fn=flops,
+                progress=progress, commit=commit, computed=result.computed_keys,
             )  # fmt: skip
             result.rows_computed += computed
         log(
@@ -378,6 +394,7 @@ def reproduce(
         pictures = _write_pictures(entries, grid, paths.figures / "data", device)
         record_stage(stage_times, "report", time.monotonic() - started, f"{len(rows)} rows", commit, did_work=True)
         moe = [e for e in entries if e.model is not None and e.model.has_routing_loss]
+        offsets = _step_offsets(checkpoints, experiments)
         manifest = {
             "profile": profile,
             "commit": commit,
@@ -396,11 +413,9 @@ def reproduce(
             "grid_lines": _grid_lines(grid, large, too_small, sizes, profile),
             "notes": _notes(profile, experiments),
             "set_sizes": sizes,
-            "log_offsets": {
-                r.model: experiments[experiments[r.experiment].init_from].optim.max_steps
-                for r in ROLES
-                if experiments[r.experiment].init_from
-            },
+            "log_offsets": {r.model: offsets[r.experiment] for r in ROLES if experiments[r.experiment].init_from},
+            "budget_steps": {r.model: offsets[r.experiment] + _steps(checkpoints[r.experiment]) for r in ROLES},
+            "encoder_flops_per_lr_pixel": {e.name: encoder_flops_per_lr_pixel(e.model) for e in entries if e.model},
             "deepest_expert": {e.name: e.model.n_experts - 1 for e in moe},
             "experts": {e.name: _expert_info(e.model) for e in moe},
             "eval_check": eval_check,
@@ -433,6 +448,35 @@ def _selected_roles(models: Sequence[str] | None, experiments: dict[str, Experim
         if role.experiment in needed and parent is not None:
             needed.add(parent)
     return [r for r in ROLES if r.experiment in needed], "bicubic" in models
+
+
+def cmsr_grid(grid: Grid) -> Grid | None:
+    """The CMSR sweep of the LMF models: `grid`'s sets at its scales above ×4 (where CMSR acts), with the default
+    (off) and `CMSR_KNOBS`; None when the grid has no such scale."""
+    from moeisr.models.lmf.cmsr import MAX_TRAINING_SCALE
+
+    scales = [s for s in grid.scales if s > MAX_TRAINING_SCALE]
+    if not scales:
+        return None
+    return Grid(
+        sets=list(grid.sets), scales=scales, knobs=[None, *CMSR_KNOBS], limit=dict(grid.limit), protocol=grid.protocol
+    )
+
+
+def _steps(info: CheckpointInfo) -> int:
+    """The training steps of a bundled checkpoint (recorded; the planned max_steps for an old bundle without)."""
+    steps = info.meta.get("steps")
+    return int(steps) if steps is not None else int(info.experiment.optim.max_steps)
+
+
+def _step_offsets(checkpoints: dict[str, CheckpointInfo], experiments: dict[str, Experiment]) -> dict[str, int]:
+    """Per experiment of ROLES: the training steps of the chain it starts from (0 for a model trained from scratch),
+    so that step offset + own steps is its whole training budget."""
+    offsets: dict[str, int] = {}
+    for role in ROLES:  # parents first
+        parent = experiments[role.experiment].init_from
+        offsets[role.experiment] = 0 if parent is None else offsets[parent] + _steps(checkpoints[parent])
+    return offsets
 
 
 def _relative(path: Path, base: Path) -> str:

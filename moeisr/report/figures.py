@@ -29,7 +29,7 @@ from moeisr.report.tables import FAMILIES, MODEL_ORDER, Family, dataset_label, s
 DPI = 110
 STYLE = {"bicubic": ("#7f7f7f", "x"), "liif": ("#1f77b4", "o"), "liif-equal-budget": ("#6baed6", "s"),
          "moeisr-liif": ("#08306b", "*"), "lte": ("#d62728", "o"), "lte-equal-budget": ("#fc9272", "s"),
-         "moeisr-lte": ("#67000d", "*")}  # fmt: skip
+         "moeisr-lte": ("#67000d", "*"), "lm-liif": ("#2ca02c", "P"), "lm-lte": ("#9467bd", "P")}  # fmt: skip
 
 
 def _style(model: str) -> tuple[str, str]:
@@ -132,12 +132,14 @@ def psnr_vs_gflops(
     means = sort_cells(means.reset_index())
     rank = {m: i for i, m in enumerate(MODEL_ORDER)}
     means = means.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
-    means["curve"] = False
-    curves = _matching_sweep(means, sweep)
+    means["curve"] = means["knob"].astype(str) != "none"  # a compute-knob sweep in the grid (LMF's CMSR)
+    swept = means[means["curve"]][["model", "dataset", "scale"]].drop_duplicates()
+    anchors = means[~means["curve"]].merge(swept, on=["model", "dataset", "scale"])  # the default ends the line
+    curves = pd.concat([_matching_sweep(means, sweep), anchors.assign(curve=True)], ignore_index=True)
     title = "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)"
     if not curves.empty:
         means = pd.concat([means, curves], ignore_index=True)
-        title += "; lines: controllable-routing sweeps"
+        title += "; lines: compute-knob sweeps"
     return dataset_scale_figure(
         means, _model_markers, path, title, panel_size=(2.4, 2.2), legend_width=1.6, set_sizes=set_sizes
     )
@@ -162,7 +164,7 @@ def _model_markers(ax: Axes, cell: pd.DataFrame) -> dict:
     handles = {}
     for model, curve in cell[cell["curve"]].groupby("model", sort=False):
         color, _ = _style(model)
-        label = f"{model}, routing-knob sweep"
+        label = f"{model}, {'CMSR' if model.startswith('lm-') else 'routing-knob'} sweep"
         curve = curve.sort_values("gflops")
         (handles[label],) = ax.plot(
             curve["gflops"], curve["psnr"], color=color, linewidth=1, marker=".", markersize=3, alpha=0.8, label=label

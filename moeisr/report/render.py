@@ -19,7 +19,7 @@ from moeisr.errors import UserError
 from moeisr.evaluate import recheck
 from moeisr.evaluate.pictures import read_crops, read_expert_maps
 from moeisr.io import atomic_write_text, read_json_object
-from moeisr.report import figures, tables
+from moeisr.report import figures, report_md, tables
 from moeisr.report.ablations.analysis import read_summary_if_any
 from moeisr.report.report_md import ReportInputs, ablation_section, reading, render_report, speed_section
 
@@ -75,6 +75,13 @@ def render_results(results: str | Path, log=print) -> Path:
         "Expert shares": ("experts.md", tables.experts_table(rows, run["experts"], sizes)),
         "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
     }
+    efficiency = (
+        report_md.efficiency_markdown(rows, run.get("budget_steps") or {}, run.get("encoder_flops_per_lr_pixel") or {})
+        if run.get("encoder_flops_per_lr_pixel")
+        else None
+    )
+    if efficiency is not None:
+        rendered["Efficiency methods: MoEISR and LMF"] = ("efficiency.md", efficiency)
     out_tables = {}
     for title, (name, markdown) in rendered.items():
         atomic_write_text(tables_dir / name, f"# {title}\n\n{markdown}")

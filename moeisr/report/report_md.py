@@ -53,13 +53,19 @@ def comparison_rows(
             else "–"
         )
         eq, bb = f"equal-budget {family.label}", family.label
-        for label, a, b, d_cells, saved in (
+        comparisons = [
             (f"{family.moe_label} vs {eq}", family.moe, family.equal, cells["d_psnr_equal"], cells["saved_pct"]),
             (f"{eq} vs {bb} (extra training)", family.equal, family.backbone,
              cells["equal_psnr"] - cells["backbone_psnr"], 0 * cells["saved_pct"]),
             (f"{family.moe_label} vs {bb}", family.moe, family.backbone, cells["d_psnr_backbone"],
              100.0 * (1.0 - cells["moe_gflops"] / cells["backbone_gflops"])),
-        ):  # fmt: skip
+        ]  # fmt: skip
+        if "lmf_d_psnr_equal" in cells and cells["lmf_d_psnr_equal"].notna().all():
+            comparisons.append(
+                (f"{family.lmf_label} vs {eq}", family.lmf, family.equal, cells["lmf_d_psnr_equal"],
+                 cells["lmf_saved_pct"])
+            )  # fmt: skip
+        for label, a, b, d_cells, saved in comparisons:
             stats = paired_bootstrap(_paired(frame, a, b))
             verdict, decided = stats.verdict()
             out.append(
@@ -79,6 +85,109 @@ def comparison_rows(
                 }
             )
     return pd.DataFrame(out)
+
+
+def _decoder_gflops(frame: pd.DataFrame, model: str, encoder_flops: Mapping[str, float]) -> pd.Series:
+    """Per row of `model` (default setting): GFLOPs without the encoder's (its FLOPs per LR pixel × lr_h·lr_w)."""
+    rows = frame[(frame["model"] == model) & (frame["knob"].astype(str) == "none")]
+    return rows["gflops"] - encoder_flops[model] * rows["lr_h"] * rows["lr_w"] / 1e9
+
+
+def efficiency_rows(
+    frame: pd.DataFrame,
+    budget_steps: Mapping[str, int],
+    encoder_flops: Mapping[str, float],
+    families: Sequence[Family] = FAMILIES,
+) -> pd.DataFrame:
+    """The efficiency methods side by side: per family with LMF rows, MoEISR and LMF against the equal-budget
+    backbone, on the family's cells (`family_cells`, default settings).
+
+    Columns: backbone, method, training steps (whole chain, `budget_steps`) and whether that equals the equal-budget
+    backbone's, total and decoder-only FLOPs saved (% of the equal-budget backbone's, means over cells; decoder =
+    total minus the shared encoder's FLOPs, `encoder_flops` per LR pixel), ΔPSNR with its 95% paired bootstrap
+    interval and verdict, and the cells where the method has both more PSNR and fewer FLOPs than the other one.
+    """
+    out = []
+    for family in families:
+        cells = family_cells(frame, family)
+        if cells.empty or "lmf_psnr" not in cells or cells["lmf_psnr"].isna().any():
+            continue
+        keep = ["dataset", "image", "scale"]
+        default = frame[frame["knob"].astype(str) == "none"]
+        decoder = {}
+        for model in (family.equal, family.moe, family.lmf):
+            rows = default[default["model"] == model][keep].assign(dec=_decoder_gflops(frame, model, encoder_flops))
+            decoder[model] = rows.groupby(["dataset", "scale"])["dec"].mean()
+        methods = ((family.moe_label, family.moe, "moe", family.lmf_label, "lmf"),
+                   (family.lmf_label, family.lmf, "lmf", family.moe_label, "moe"))  # fmt: skip
+        for label, model, prefix, other_label, other in methods:
+            saved = cells["saved_pct"] if prefix == "moe" else cells["lmf_saved_pct"]
+            dec_saved = 100.0 * (1.0 - decoder[model] / decoder[family.equal])
+            stats = paired_bootstrap(_paired(frame, model, family.equal))
+            verdict, decided = stats.verdict()
+            dominates = (cells[f"{prefix}_psnr"] > cells[f"{other}_psnr"]) & (
+                cells[f"{prefix}_gflops"] < cells[f"{other}_gflops"]
+            )
+            steps, equal_steps = budget_steps.get(model), budget_steps.get(family.equal)
+            out.append(
+                {
+                    "backbone": family.label,
+                    "method": label,
+                    "training steps": "–" if steps is None else str(steps),
+                    "equal budget?": "yes"
+                    if steps == equal_steps
+                    else f"no (equal-budget {family.label}: {equal_steps})",
+                    "FLOPs saved, total (%)": round(float(saved.mean()), 1),
+                    "FLOPs saved, decoder (%)": round(float(dec_saved.mean()), 1),
+                    "ΔPSNR (dB)": round(stats.mean, 3),
+                    "95% CI": f"[{stats.lo:+.3f}, {stats.hi:+.3f}]",
+                    "verdict": verdict,
+                    "decided by": decided,
+                    "cells with more PSNR and fewer FLOPs than the other": f"{int(dominates.sum())} of {len(cells)}",
+                    "_other": other_label,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def efficiency_sentences(table: pd.DataFrame) -> str:
+    """One sentence per backbone from `efficiency_rows`: which method gives the better trade-off, and where."""
+    sentences = []
+    column = "cells with more PSNR and fewer FLOPs than the other"
+    for backbone, rows in table.groupby("backbone", sort=False):
+        a, b = rows.iloc[0], rows.iloc[1]
+        more_saved, less_saved = (a, b) if a["FLOPs saved, total (%)"] >= b["FLOPs saved, total (%)"] else (b, a)
+        if more_saved["ΔPSNR (dB)"] >= less_saved["ΔPSNR (dB)"]:
+            verdict = f"{more_saved['method']} gives the better trade-off: it saves more FLOPs and keeps more PSNR"
+        else:
+            verdict = (
+                f"neither dominates: {more_saved['method']} saves more FLOPs, {less_saved['method']} keeps more PSNR"
+            )
+        sentences.append(
+            f"On {backbone}, {verdict} ({a['method']} {a['FLOPs saved, total (%)']:.1f}% fewer FLOPs at "
+            f"{a['ΔPSNR (dB)']:+.3f} dB, {b['method']} {b['FLOPs saved, total (%)']:.1f}% at {b['ΔPSNR (dB)']:+.3f} "
+            f"dB, against the equal-budget {backbone}); per cell, {a['method']} has more PSNR at fewer FLOPs in "
+            f"{a[column]} cells, {b['method']} in {b[column]}."
+        )
+    return " ".join(sentences)
+
+
+def efficiency_markdown(
+    frame: pd.DataFrame, budget_steps: Mapping[str, int], encoder_flops: Mapping[str, float]
+) -> str | None:
+    """The efficiency comparison (`efficiency_rows`) as Markdown with its sentences, or None without LMF rows."""
+    table = efficiency_rows(frame, budget_steps, encoder_flops)
+    if table.empty:
+        return None
+    lead = (
+        "MoEISR and LMF against the same equal-budget backbone, on the same encoder and grid (means over the "
+        "main table's cells; LMF at its default, CMSR off). Decoder FLOPs = total minus the shared encoder's, the "
+        "quantity LMF's published savings count. LMF's decoders are new and trained until held-out validation "
+        'stopped rising, so its budget is not the equal-budget backbone\'s; the "training steps" column counts '
+        "every step of each model's chain."
+    )
+    shown = table.drop(columns=["_other"]).to_markdown(index=False, disable_numparse=True)
+    return "\n\n".join([lead, shown, efficiency_sentences(table)])
 
 
 def reading(

@@ -22,21 +22,27 @@ IMAGE_KEYS = ["dataset", "image", "scale"]
 
 @dataclass(frozen=True)
 class Family:
-    """A backbone, the same backbone fine-tuned for the MoEISR budget, and MoEISR over it (`model` column names)."""
+    """A backbone, the same backbone fine-tuned for the MoEISR budget, MoEISR over it, and LMF's counterpart of the
+    backbone, on the same encoder (`model` column names)."""
 
     label: str
     backbone: str
     equal: str
     moe: str
+    lmf: str | None = None
 
     @property
     def moe_label(self) -> str:
         return f"MoEISR-{self.label}"
 
+    @property
+    def lmf_label(self) -> str:
+        return f"LM-{self.label}"
+
 
 FAMILIES = (
-    Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif"),
-    Family("LTE", "lte", "lte-equal-budget", "moeisr-lte"),
+    Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif", "lm-liif"),
+    Family("LTE", "lte", "lte-equal-budget", "moeisr-lte", "lm-lte"),
 )
 
 
@@ -108,6 +114,8 @@ def bicubic_note(frame: pd.DataFrame) -> str:
 
 def _per_image(frame: pd.DataFrame, model: str, prefix: str, keep_knob: bool = False) -> pd.DataFrame:
     rows = frame[frame["model"] == model]
+    if not keep_knob:  # the default setting only (LMF's CMSR sweep rows are not the model's default)
+        rows = rows[rows["knob"].astype(str) == "none"]
     columns = IMAGE_KEYS + (["knob"] if keep_knob else []) + ["psnr", "gflops"]
     out = rows[columns].rename(columns={"psnr": f"{prefix}_psnr", "gflops": f"{prefix}_gflops"})
     return out.drop_duplicates(subset=IMAGE_KEYS + (["knob"] if keep_knob else []), keep="last")
@@ -117,7 +125,9 @@ def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     """Per (dataset, scale, knob): mean PSNR/GFLOPs of the family's three models over their common images.
 
     Columns: dataset, scale, knob, n, bicubic_psnr (NaN without bicubic rows), {backbone,equal,moe}_{psnr,gflops},
-    d_psnr_equal = moe − equal and d_psnr_backbone = moe − backbone (dB), saved_pct = 100·(1 − moe/equal GFLOPs).
+    d_psnr_equal = moe − equal and d_psnr_backbone = moe − backbone (dB), saved_pct = 100·(1 − moe/equal GFLOPs);
+    with the family's LMF rows (at its default, CMSR off), lmf_{psnr,gflops}, lmf_d_psnr_equal and lmf_saved_pct
+    (NaN where LMF has no row for an image; n counts the images of the three models).
     Empty when any of the three models has no rows.
     """
     moe = _per_image(frame, family.moe, "moe", keep_knob=True)
@@ -128,6 +138,9 @@ def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     merged = moe.merge(backbone, on=IMAGE_KEYS).merge(equal, on=IMAGE_KEYS)
     bicubic = _per_image(frame, "bicubic", "bicubic")[IMAGE_KEYS + ["bicubic_psnr"]]
     merged = merged.merge(bicubic, on=IMAGE_KEYS, how="left")
+    lmf = _per_image(frame, family.lmf, "lmf") if family.lmf else pd.DataFrame()
+    if not lmf.empty:
+        merged = merged.merge(lmf, on=IMAGE_KEYS, how="left")
     if merged.empty:
         return pd.DataFrame()
     grouped = merged.groupby(["dataset", "scale", "knob"], sort=False)
@@ -137,6 +150,11 @@ def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     cells["d_psnr_equal"] = cells["moe_psnr"] - cells["equal_psnr"]
     cells["d_psnr_backbone"] = cells["moe_psnr"] - cells["backbone_psnr"]
     cells["saved_pct"] = 100.0 * (1.0 - cells["moe_gflops"] / cells["equal_gflops"])
+    if "lmf_psnr" in cells:
+        complete = (grouped["lmf_psnr"].count() == grouped.size()).to_numpy()  # a cell LMF lacks an image of
+        cells.loc[~complete, ["lmf_psnr", "lmf_gflops"]] = math.nan
+        cells["lmf_d_psnr_equal"] = cells["lmf_psnr"] - cells["equal_psnr"]
+        cells["lmf_saved_pct"] = 100.0 * (1.0 - cells["lmf_gflops"] / cells["equal_gflops"])
     return sort_cells(cells)
 
 
@@ -151,8 +169,14 @@ def main_table(
         "ΔPSNR and FLOPs saved compare MoEISR with the equal-budget backbone (the backbone fine-tuned for "
         "exactly MoEISR's extra steps)."
     ]
+    all_cells = {family.label: family_cells(frame, family) for family in families}
+    if any("lmf_psnr" in cells for cells in all_cells.values()):
+        sections[0] += (
+            " The LM- columns compare LMF (at its default, CMSR off) with the same equal-budget backbone; LMF's own "
+            "training budget is in the efficiency table."
+        )
     for family in families:
-        cells = family_cells(frame, family)
+        cells = all_cells[family.label]
         show_knob = not cells.empty and cells["knob"].nunique() > 1
         rows = []
         for _, c in cells.iterrows():
@@ -176,8 +200,18 @@ def main_table(
                     "FLOPs saved (%)": _fmt(c["saved_pct"], 1),
                 }
             )
+            if "lmf_psnr" in c:
+                row.update(
+                    {
+                        f"{family.lmf_label} PSNR": _fmt(c["lmf_psnr"], 2),
+                        f"{family.lmf_label} ΔPSNR vs equal budget (dB)": _fmt(c["lmf_d_psnr_equal"], 3, signed=True),
+                        f"{family.lmf_label} GFLOPs": _fmt(c["lmf_gflops"], 2),
+                        f"{family.lmf_label} FLOPs saved (%)": _fmt(c["lmf_saved_pct"], 1),
+                    }
+                )
             rows.append(row)
-        sections.append(f"### {family.label}: {family.label}, {family.label} equal budget, {family.moe_label}")
+        lmf = f", {family.lmf_label}" if not cells.empty and "lmf_psnr" in cells else ""
+        sections.append(f"### {family.label}: {family.label}, {family.label} equal budget, {family.moe_label}{lmf}")
         sections.append(_markdown(rows))
     return "\n\n".join(sections) + "\n"
 
