@@ -6,6 +6,7 @@ way. Everything here is deterministic (seeded weights, fixed image lists) so two
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -21,13 +22,16 @@ import torch
 from torch import nn
 
 import moeisr.models  # noqa: F401  (registers the models)
+from moeisr.config import read_yaml
 from moeisr.coords import make_cell, make_coord
 from moeisr.data import degrade, list_images, load_image
 from moeisr.data.images import image_size
 from moeisr.flops import closed_form as cf
 from moeisr.models.base import prepare_for_inference, using_decoder_path
-from moeisr.models.checkpoint import load_model
-from moeisr.models.moe.experts import linear_layers
+from moeisr.models.checkpoint import load_model, read_checkpoint
+from moeisr.models.lmf import LatentModulatedSR
+from moeisr.models.lmf.common import LATENT_KEY
+from moeisr.models.moe.experts import linear_layers, linear_macs
 from moeisr.models.moe.moeisr import MoEISR, init_from_backbone
 from moeisr.registry import models
 
@@ -66,6 +70,15 @@ BACKBONE_SPECS.update(
         for name, spec in list(BACKBONE_SPECS.items())
     }
 )
+# LMF (He and Jin, CVPR 2024): name -> (its experiment, the backbone it is timed beside). The model is the
+# experiment's paper-size one (experiments/lm_*.yaml without a profile: the official EDSR-baseline config) on
+# the encoder of that backbone, with CMSR off (`cmsr_mse` None): its speed then does not depend on the weights.
+LMF_MODELS = {"lm-liif": ("lm_liif", "liif"), "lm-lte": ("lm_lte", "lte")}
+# What `query` builds per image and keeps in the features dict (LIIF's per-LR-pixel projections and the
+# decoders' reused buffers; LMF's latent MLP output). The decoder rows drop it before every round, so that every
+# round times what the queries of one `upscale` do. MoEISR's cached mapper logits ("moe_logits") are kept: the
+# mapper is not part of the decoder.
+PER_IMAGE_DECODER_STATE = ("inference_cache", LATENT_KEY)
 # MoEISR routing settings timed by the suite. An untrained mapper's argmax is arbitrary, so the ratios use
 # settings whose expert mix is known: all pixels to the cheapest expert, or a knob chosen per image by
 # bisection so that the decoder spends 60% of the all-deepest MACs (the realised mix is recorded).
@@ -78,9 +91,9 @@ ROUTINGS = {"cheapest": math.inf, "budget60": 0.6, "argmax": 0.0, "deepest": -ma
 def _checkpoint_for(name: str) -> Path | None:
     if CHECKPOINTS is None:
         return None
-    family = name.removeprefix("moeisr_")
-    if not all(_find_checkpoint(n) for n in (family, f"moeisr_{family}")):
-        # a backbone and its MoEISR are compared side by side: trained weights only as a matched pair
+    family = name.removeprefix("moeisr_").removeprefix("lm_")
+    if not all(_find_checkpoint(n) for n in {family, f"moeisr_{family}", name}):
+        # a backbone and its MoEISR (and LMF) are compared side by side: trained weights only as a matched set
         return None
     return _find_checkpoint(name)
 
@@ -93,20 +106,52 @@ def _find_checkpoint(name: str) -> Path | None:
     return None
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def lmf_spec(name: str, encoder_spec: dict | None = None) -> dict:
+    """The model spec of LMF model `name` ("lm-liif", "lm-lte"): its experiment's paper-size model, on
+    `encoder_spec` (default: the backbones' EDSR-baseline, `ENCODER`)."""
+    experiment, _ = LMF_MODELS[name]
+    spec = copy.deepcopy(read_yaml(REPO / "experiments" / f"{experiment}.yaml")["model"])
+    spec["args"]["encoder_spec"] = copy.deepcopy(ENCODER if encoder_spec is None else encoder_spec)
+    return spec
+
+
+def _build_lmf(name: str, ckpt: Path | None) -> tuple[nn.Module, str]:
+    """LM-LIIF / LM-LTE with CMSR off: trained from `ckpt`, else seeded random weights on the encoder of the
+    backbone it is timed beside (that backbone's checkpoint's encoder when the backbone is trained, so that both
+    sides of the ratio have one encoder)."""
+    if ckpt is not None:
+        model, weights = load_model(ckpt), _shown(ckpt)
+    else:
+        backbone_ckpt = _checkpoint_for(LMF_MODELS[name][1])
+        encoder_spec = (
+            None if backbone_ckpt is None else read_checkpoint(backbone_ckpt)["model"]["args"]["encoder_spec"]
+        )
+        torch.manual_seed(SEED)
+        model = models.make(lmf_spec(name, encoder_spec))
+        weights = f"random (seed {SEED})" + ("" if backbone_ckpt is None else f", encoder of {_shown(backbone_ckpt)}")
+    model.cmsr_mse = None  # a bundle's cmsr_spec may switch CMSR on; off, its output and speed are the official
+    return prepare_for_inference(model), f"{weights}, CMSR off"
+
+
 def build_model(name: str) -> tuple[nn.Module, str]:
-    """A full-size model by name ("liif", "lte", "moeisr-liif", "moeisr-lte"; "liif-rdn", "lte-rdn" with the RDN
-    encoder) and where its weights came from.
+    """A full-size model by name ("liif", "lte", "moeisr-liif", "moeisr-lte", "lm-liif", "lm-lte"; "liif-rdn",
+    "lte-rdn" with the RDN encoder) and where its weights came from.
 
     With MOEISR_BENCH_CHECKPOINTS=DIR, trained checkpoints there (liif.pt, moeisr_liif.pt, ...) are used when
-    both the backbone and its MoEISR are present; otherwise seeded random weights (fine for timing; MoEISR
-    then starts from the random backbone so that its deepest expert equals the backbone MLP). Returned in eval
-    mode with channels-last convolutions.
+    both the backbone and its MoEISR are present (an LMF model's, lm_liif.pt or lm_lte.pt, when its backbone's
+    pair is used too); otherwise seeded random weights (fine for timing; MoEISR then starts from the random
+    backbone so that its deepest expert equals the backbone MLP; LMF: `_build_lmf`). Returned in eval mode
+    with channels-last convolutions.
     """
     ckpt = _checkpoint_for(name.replace("-", "_"))
+    if name in LMF_MODELS:
+        return _build_lmf(name, ckpt)
     if ckpt is not None:
-        return prepare_for_inference(load_model(ckpt)), str(
-            ckpt.relative_to(REPO) if ckpt.is_relative_to(REPO) else ckpt
-        )
+        return prepare_for_inference(load_model(ckpt)), _shown(ckpt)
     torch.manual_seed(SEED)
     family = name.removeprefix("moeisr-")
     backbone = models.make(BACKBONE_SPECS[family])
@@ -181,7 +226,7 @@ def query_grid(lr: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tens
 
 
 def encoder_macs(model: nn.Module, h: int, w: int) -> int:
-    """EDSR / RDN encoder convolution MACs (closed form of moeisr.flops), plus LTE's coef/freq convs."""
+    """EDSR / RDN encoder convolution MACs (closed form of moeisr.flops), plus (LM-)LTE's coef/freq convs."""
     backbone = model.backbone if isinstance(model, MoEISR) else model
     encoder = backbone.encoder
     if encoder.spec["name"] == "rdn":
@@ -190,7 +235,7 @@ def encoder_macs(model: nn.Module, h: int, w: int) -> int:
     else:
         args = encoder.spec["args"]
         macs = cf.edsr_encoder(h, w, n_resblocks=args["n_resblocks"], n_feats=args["n_feats"])
-    if backbone.spec["name"] == "lte":
+    if backbone.spec["name"] in ("lte", "lm-lte"):
         macs += 2 * cf.conv_macs(h, w, encoder.out_dim, backbone.hidden_dim)
     return macs
 
@@ -208,13 +253,28 @@ def _is_liif(model: nn.Module) -> bool:
     return backbone.spec["name"] == "liif"
 
 
+def lmf_decoder_macs(model: LatentModulatedSR, queries: int, lr_hw: tuple[int, int], ensemble: int = 4) -> dict:
+    """LMF's decoder MACs by part: "latent", the latent MLP once per LR pixel (h·w · Σ in·out), and "render",
+    the render MLP once per query and local-ensemble shift (queries · K · Σ in·out). Linear layers only: the
+    modulations' multiply and add (element-wise) are not counted, as no element-wise work is here. LMF has one
+    implementation, so both paths have these MACs."""
+    k = ensemble if model.local_ensemble else 1
+    return {
+        "latent": lr_hw[0] * lr_hw[1] * linear_macs(model.hypernet),
+        "render": queries * k * linear_macs(model.imnet),
+    }
+
+
 def decoder_macs(model: nn.Module, counts: list[int], lr_hw: tuple[int, int], path: str, ensemble: int = 4) -> int:
     """MLP MACs for `counts[j]` output pixels decoded by MLP j (K = `ensemble` inputs each).
 
     as_published: K · Σ in·out per pixel. as_executed (LIIF family): the first layer's feature part once per
     LR pixel for every MLP that decodes a pixel (h·w·F·out), then per input only the tail columns
-    (rel_coord, cell) and the later layers. LTE's executed path has the published MACs.
+    (rel_coord, cell) and the later layers. LTE's executed path has the published MACs. LMF: the latent and
+    render MLPs (`lmf_decoder_macs`).
     """
+    if isinstance(model, LatentModulatedSR):
+        return sum(lmf_decoder_macs(model, counts[0], lr_hw, ensemble).values())
     total = 0
     for mlp, n in zip(_mlps(model), counts, strict=True):
         layers = linear_layers(mlp)
@@ -230,6 +290,13 @@ def decoder_macs(model: nn.Module, counts: list[int], lr_hw: tuple[int, int], pa
         per_input = n_tail * first.out_features + sum(layer.in_features * layer.out_features for layer in layers[1:])
         total += n * ensemble * per_input
     return total
+
+
+def decoder_part(model: nn.Module) -> str:
+    """What a decoder row of `model` times (bench.md's `decoder` column)."""
+    if isinstance(model, LatentModulatedSR):
+        return "latent MLP (per LR pixel) + render MLP (per query)"
+    return "experts (per query)" if isinstance(model, MoEISR) else "MLP (per query)"
 
 
 def routed_counts(model: nn.Module, lr: torch.Tensor, size: tuple[int, int], knob: float | None) -> list[int]:

@@ -1,7 +1,10 @@
 """Decoder query throughput (output megapixels/s) and its fraction of this machine's fp32 matmul peak.
 
 The features are encoded once (not timed); the timed part is `query` over every output pixel of Set14
-"comic" at ×4 (89,280 queries) in upscale's chunks: nearest cells, inputs, MLP(s), ensemble blend. The
+"comic" at ×4 (89,280 queries) in upscale's chunks: nearest cells, inputs, MLP(s), ensemble blend, and
+what the queries build once per image (LIIF's per-LR-pixel projections; LMF's latent MLP, which runs once per
+LR pixel at the first query, before its render MLP runs per query). That per-image state is dropped before
+every round (`benchlib.PER_IMAGE_DECODER_STATE`), so every round times what one `upscale`'s queries do. The
 2048² matmul peak is measured right before every round (pytest-benchmark's untimed `setup`), so the
 fraction compares like with like on a shared machine.
 """
@@ -15,6 +18,7 @@ import pytest
 import torch
 
 from moeisr.models.base import DEFAULT_CHUNK_SIZE, using_decoder_path
+from moeisr.models.lmf import LatentModulatedSR
 from moeisr.models.moe.moeisr import MoEISR
 
 CASES = [
@@ -25,6 +29,9 @@ CASES = [
     *[("moeisr-liif", r, "as_executed") for r in ("cheapest", "budget60", "argmax", "deepest")],
     *[("moeisr-liif", r, "as_published") for r in ("cheapest", "budget60")],
     *[("moeisr-lte", r, "as_executed") for r in ("cheapest", "budget60", "argmax", "deepest")],
+    # LMF (CMSR off): one implementation, which `upscale` runs; `decoder_path` does not change it
+    ("lm-liif", None, "as_executed"),
+    ("lm-lte", None, "as_executed"),
 ]
 ROUNDS = 3
 
@@ -48,7 +55,13 @@ def test_decoder_throughput(benchmark, zoo, store, name, routing, path):
                 model.query(features, coord[:, start:stop], cell[:, start:stop], **kwargs)
 
         peaks: list[float] = []
-        benchmark.pedantic(decode, setup=lambda: peaks.append(B.matmul_peak_gflops()), rounds=ROUNDS)
+
+        def setup():
+            for key in B.PER_IMAGE_DECODER_STATE:
+                features.pop(key, None)
+            peaks.append(B.matmul_peak_gflops())
+
+        benchmark.pedantic(decode, setup=setup, rounds=ROUNDS)
 
     seconds = benchmark.stats.stats.min
     counts = B.routed_counts(model, pair.lr, size, knob)
@@ -56,6 +69,7 @@ def test_decoder_throughput(benchmark, zoo, store, name, routing, path):
     peak = sorted(peaks)[len(peaks) // 2]
     row = {
         "model": name,
+        "decoder": B.decoder_part(model),
         "routing": routing,
         "knob": None if knob is None else (knob if math.isfinite(knob) else str(knob)),
         "path": path,
@@ -69,6 +83,8 @@ def test_decoder_throughput(benchmark, zoo, store, name, routing, path):
         "expert_counts": counts,
         "threads": torch.get_num_threads(),
     }
+    if isinstance(model, LatentModulatedSR):
+        row["decoder_macs_parts"] = B.lmf_decoder_macs(model, n, tuple(pair.lr.shape[-2:]))
     store.peaks.extend(peaks)
     store.decoder.append(row)
     benchmark.extra_info.update(row)

@@ -39,6 +39,14 @@ def _store(benchlib):
                               "path": "as_executed", "seconds": 1.0, "megapixels_per_s": 1.0, "speedup": 1.5,
                               "flop_ratio": 1.5 / ratio, "realised_over_flops": ratio,
                               "expert_counts": [1, 2]})  # fmt: skip
+    # LMF beside its backbone: rows without a target (they must not enter MoEISR's or the decoder targets)
+    store.weights["lm-liif"] = "random (seed 0), CMSR off"
+    store.decoder.append({"model": "lm-liif", "decoder": "latent MLP (per LR pixel) + render MLP (per query)",
+                          "routing": None, "path": "as_executed", "megapixels_per_s": 2.0,
+                          "matmul_peak_gflops": 100.0, "peak_fraction": 0.1})  # fmt: skip
+    store.upscale.append({"family": "liif", "model": "lm-liif", "routing": None, "dataset": "Set14", "scale": 4,
+                          "path": "as_executed", "seconds": 0.5, "megapixels_per_s": 2.0, "speedup": 2.0,
+                          "flop_ratio": 4.0, "realised_over_flops": 0.5, "expert_counts": [3]})  # fmt: skip
     store.reference.append({"image": "img_011", "scale": 4, "ours_seconds": 1.0, "reference_seconds": 3.0,
                             "speedup": 3.0, "max_abs_diff": 6e-8})  # fmt: skip
     store.memory.append({"case": "liif-lr-size-256-scale-30", "peak_rss_gb": 1.2, "out_size": [7680, 7680]})
@@ -72,6 +80,47 @@ def test_the_suite_writes_its_summary_and_leaves_report_md_to_its_one_writer(tmp
     assert "max 1.20 GB (liif-lr-size-256-scale-30)" in lines["peak RSS, 1 cases"]
     assert "[bench/bench.md](bench/bench.md)" in section and "![Speed suite](bench/speed.png)" in section
     assert "liif: random (seed 0)" in section and "rows measured at commit(s) `" in section
+
+
+def test_lmf_rows_are_tabled_beside_their_backbone_without_a_target(tmp_path, bench_report):
+    """LM-LIIF's decoder and side-by-side rows reach bench.md and summary.json (speed-up against LIIF, measured in
+    the same sweep) but none of the targets, which are MoEISR's and the LIIF/LTE decoders'."""
+    import json
+
+    benchlib, report = bench_report
+    report.write(_store(benchlib), tmp_path / "bench")
+    summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    assert summary["lmf_vs_backbone"]["lm-liif"]["Set14"]["4"]["as_executed"] == {
+        "vs": "liif", "speedup": 2.0, "flop_ratio": 4.0, "realised_over_flops": 0.5}  # fmt: skip
+    assert summary["decoder_megapixels_per_s"]["lm-liif"]["None"]["as_executed"] == 2.0
+    targets = summary["targets"]
+    assert set(targets["decoder_peak_fraction"]["values"]) == {"liif/as_executed", "lte/as_executed"}
+    assert not any(k.startswith("lm-") for k in targets["realised_over_flops_x4"]["values"])
+    assert targets["realised_over_flops_x4"]["met"]["as_executed"] is False  # moeisr-lte's 0.85, not lm-liif
+    assert summary["weights"]["lm-liif"] == "random (seed 0), CMSR off"
+    bench_md = (tmp_path / "bench" / "bench.md").read_text()
+    decoder_rows = [line for line in bench_md.splitlines() if line.startswith("| lm-liif ")]
+    assert len(decoder_rows) == 2 and "latent MLP (per LR pixel) + render MLP (per query)" in decoder_rows[0]
+    section = speed_section(tmp_path)  # REPORT.md: the targets' rows only, and the weights of every model
+    assert not [line for line in section.splitlines() if line.startswith("| ") and "lm-liif" in line]
+    assert "lm-liif: random (seed 0), CMSR off" in section
+
+
+def test_lmf_decoder_macs_are_the_closed_form_mlps(bench_report):
+    """The suite's LMF models are their experiments' models; their decoder MACs are the closed form's latent and
+    render MLPs without the modulations' element-wise FLOPs (which the suite never counts)."""
+    from moeisr.flops import closed_form as cf
+    from moeisr.registry import models
+
+    benchlib, _ = bench_report
+    tiny = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}}
+    for name, closed in (("lm-liif", cf.lm_liif), ("lm-lte", cf.lm_lte)):
+        model = models.make(benchlib.lmf_spec(name, tiny))
+        parts = benchlib.lmf_decoder_macs(model, 12 * 16, (3, 4))
+        expected = closed((3, 4), (12, 16), feat_dim=8)
+        modulations = 12 * 16 * 4 * cf.lmf_mod_dim(model.imnet.hidden_dim, model.imnet.hidden_depth)
+        assert parts == {"latent": expected["latent"], "render": expected["render"] - modulations}
+        assert benchlib.decoder_macs(model, [12 * 16], (3, 4), "as_published") == sum(parts.values())
 
 
 def test_render_report_places_the_speed_section(tmp_path, bench_report):
