@@ -7,8 +7,8 @@ bundle stays self-describing and the knob `cmsr_mse` works on it with no extra f
 
 OUR CHOICE (the official step uses its own DIV2K training images): the first `calibrate.images` images (default
 8) of the experiment's first training source, MATLAB-bicubic downscaled by `calibrate.downscale` (default ×4), as
-LR inputs; the smoke profile takes one image at ×8. CMSR stays off by default (`cmsr_mse` None), so the main grid's default rows
-are LMF's plain output.
+LR inputs; the smoke profile takes one image at ×8. CMSR stays off by default (`cmsr_mse` None), so the main grid's
+default rows are LMF's plain output.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from moeisr.config import Experiment
 from moeisr.data.degrade import downsample
 from moeisr.data.train import TrainImages
 from moeisr.models.base import compute_knob
+
 
 def needs_calibration(model: torch.nn.Module) -> bool:
     """Whether bundling `model` must measure a knob table first (an LMF model without a calibrated CMSR table)."""
