@@ -171,7 +171,8 @@ class LossSpec:
 
 @dataclass(frozen=True)
 class InitSpec:
-    """How an `init_from` MoEISR starts besides the backbone copy (moeisr.models.moe.expert_init): `experts` is
+    """How an `init_from` MoEISR starts besides the backbone copy (moeisr.models.moe.expert_init), or a dense model
+    with a shallower decoder than its parent's (moeisr.models.prefix_init; docs/dense_baselines.md): `experts` is
     random | prefix | prefix_lstsq; prefix_lstsq fits on the decoder inputs of `fit_patches` training patches."""
 
     experts: Literal["random", "prefix", "prefix_lstsq"] = "random"

@@ -41,9 +41,10 @@ from moeisr.data.train import ImplicitDownsampled, TrainImages
 from moeisr.errors import UserError
 from moeisr.io import FileLock, atomic_write_text
 from moeisr.models.checkpoint import load_model, save_checkpoint
-from moeisr.models.moe.expert_init import decoder_inputs, init_experts_from_prefix
+from moeisr.models.moe.expert_init import init_experts_from_prefix
 from moeisr.models.moe.moeisr import init_from_backbone
 from moeisr.models.moe.routing import balance_loss
+from moeisr.models.prefix_init import decoder_inputs, init_shallower_from_parent, shallower_depth
 from moeisr.provenance import current_commit
 from moeisr.registry import models
 from moeisr.train import distributed as D
@@ -150,25 +151,32 @@ def converged(history: list[tuple[int, float]], step: int, window: int, min_gain
 
 
 def initialise_from_parent(model: nn.Module, checkpoint: Path, experiment: Experiment | None = None) -> None:
-    """Start `model` from a trained checkpoint: MoEISR via `init_from_backbone`; a model of another kind than the
-    parent's (e.g. LM-LIIF from LIIF) by copying the parent's encoder only (`copy_encoder`); others by loading all
-    of the parent's weights.
+    """Start `model` from a trained checkpoint: MoEISR via `init_from_backbone`; a dense model whose decoder MLP is
+    shallower than the parent's (`init.experts` prefix or prefix_lstsq, e.g. liif_d1 from LIIF) via
+    `init_shallower_from_parent`; a model of another kind than the parent's (e.g. LM-LIIF from LIIF) by copying the
+    parent's encoder only (`copy_encoder`); others by loading all of the parent's weights.
 
     The checkpoint's model spec must equal the backbone spec (MoEISR) or the model spec, else UserError; for an
-    encoder-only copy the encoder specs must be equal.
+    encoder-only copy the encoder specs must be equal; for a shallower decoder everything but the MLP's depth.
     """
     parent = load_model(checkpoint)
     target = model.backbone if model.has_routing_loss else model
+    method = experiment.spec.init.experts if experiment is not None else "random"
+    if target is model and method != "random" and parent.spec != model.spec:
+        shallower_depth(model, parent, source=str(checkpoint))  # refuse a mismatch before fitting anything
+        inputs = decoder_inputs(parent.eval(), fit_batches(experiment)) if method == "prefix_lstsq" else None
+        init_shallower_from_parent(model, parent, method, inputs, source=str(checkpoint))
+        return
     if target is model and _model_kind(parent.spec["name"]) is not _model_kind(model.spec["name"]):
         copy_encoder(model, parent, source=str(checkpoint))
         return
     mismatch = _spec_mismatch(parent.spec, target.spec)
     if mismatch:
         what = "backbone" if target is not model else "model"
-        raise UserError(
-            f"{checkpoint}: its model does not match this experiment's {what} "
-            f"({mismatch[:600]}); train the parent with the same profile"
-        )
+        hint = "train the parent with the same profile"
+        if target is model and _is_shallower(model, parent):
+            hint = "a shallower decoder starts from the parent's first layers with init.experts prefix or prefix_lstsq"
+        raise UserError(f"{checkpoint}: its model does not match this experiment's {what} ({mismatch[:600]}); {hint}")
     if target is model:
         model.load_state_dict(parent.state_dict(), strict=True)
     else:
@@ -189,6 +197,14 @@ def fit_batches(experiment: Experiment, batch_size: int = 8):
     for start in range(0, n, batch_size):
         items = [data[i % len(data)] for i in range(start, min(start + batch_size, n))]
         yield tuple(torch.stack([item[k] for item in items]) for k in ("inp", "coord", "cell"))
+
+
+def _is_shallower(model: nn.Module, parent: nn.Module) -> bool:
+    try:
+        shallower_depth(model, parent)
+    except UserError:
+        return False
+    return True
 
 
 def _model_kind(name: str):

@@ -5,39 +5,21 @@ backbone MLP's first k hidden layers into an expert whose hidden list is those k
 that each expert starts as a truncated backbone; its output layer stays random. `prefix_lstsq` also fits that
 output layer by least squares so that the expert reproduces the backbone's own outputs on decoder inputs the
 backbone produced on training patches (no ground truth is used): with H the expert's last hidden activations and
-Y the backbone MLP's outputs, W = argmin ‖[H 1] W − Y‖².
+Y the backbone MLP's outputs, W = argmin ‖[H 1] W − Y‖². The prefix and least-squares code is shared with the dense
+baselines' init (`moeisr.models.prefix_init`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from moeisr.errors import UserError
 from moeisr.models.moe.experts import copy_linear_layers, linear_layers
+from moeisr.models.prefix_init import PREFIX_INITS, decoder_inputs, fit_output_layer, prefix_activations
 
-EXPERT_INITS = ("random", "prefix", "prefix_lstsq")
-
-
-def decoder_inputs(
-    backbone: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-) -> torch.Tensor:
-    """The backbone MLP's input vectors (N × imnet_in_dim) on `batches` of (inp B×3×h×w in [0, 1], coord B×Q×2,
-    cell B×Q×2): every query point and local-ensemble shift, through the backbone's own `query(mlp=...)`."""
-    captured: list[torch.Tensor] = []
-
-    def capture(x: torch.Tensor) -> torch.Tensor:
-        captured.append(x.reshape(-1, x.shape[-1]).detach())
-        return backbone.imnet(x)
-
-    with torch.no_grad():
-        for inp, coord, cell in batches:
-            backbone.query(backbone.encode(inp), coord, cell, mlp=capture)
-    if not captured:
-        raise UserError("prefix_lstsq needs at least one batch of training patches to fit on")
-    return torch.cat(captured)
+EXPERT_INITS = PREFIX_INITS
+__all__ = ["EXPERT_INITS", "decoder_inputs", "init_experts_from_prefix"]
 
 
 def init_experts_from_prefix(
@@ -59,10 +41,9 @@ def init_experts_from_prefix(
     done = []
     with torch.no_grad():
         if fit_inputs is not None:
-            targets = backbone.imnet(fit_inputs).double()
-            hiddens = [fit_inputs]  # hiddens[k]: the activations after the backbone's first k hidden layers
-            for layer in source[:-1]:
-                hiddens.append(torch.relu(layer(hiddens[-1])))
+            targets = backbone.imnet(fit_inputs)
+            # hiddens[k]: the activations after the backbone's first k hidden layers
+            hiddens = prefix_activations(source, fit_inputs, len(widths))
         for index in range(moe_model.n_experts - 1):
             hidden = list(moe_model.experts[index].hidden_list)
             if hidden != widths[: len(hidden)]:
@@ -70,10 +51,6 @@ def init_experts_from_prefix(
             layers = linear_layers(moe_model.experts[index])
             copy_linear_layers(source[: len(hidden)], layers[:-1])
             if method == "prefix_lstsq":
-                h = hiddens[len(hidden)].double()
-                design = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], dim=1)
-                solution = torch.linalg.lstsq(design, targets, driver="gelsd").solution  # (k+1) × out
-                layers[-1].weight.copy_(solution[:-1].T.to(layers[-1].weight.dtype))
-                layers[-1].bias.copy_(solution[-1].to(layers[-1].bias.dtype))
+                fit_output_layer(layers[-1], hiddens[len(hidden)], targets)
             done.append(index)
     return done
