@@ -315,3 +315,49 @@ def test_initialise_from_a_different_model_with_another_encoder_is_refused(tmp_p
     ckpt = save_checkpoint(tmp_path / "final.pt", cpu_parent)
     with pytest.raises(UserError, match="encoder does not match"):
         initialise_from_parent(build_model(smoke), ckpt)
+
+
+def test_per_image_flops_with_the_cmsr_knob_trace_the_image(official, tables, test_pair):
+    """A CMSR knob row of the grid counts what CMSR renders on that image (fewer FLOPs than CMSR off at ×8), the
+    same as a full count with the knob set, and leaves the model's own knob as it was."""
+    from moeisr.flops.per_image import PerImageFlops
+
+    model = official["lmlte"]
+    lr, _ = test_pair
+    per_image = PerImageFlops()
+    off, _ = per_image(model, lr, 8, None)
+    try:
+        model.cmsr_table = tables["lmlte"]
+        on, shares = per_image(model, lr, 8, OFFICIAL_MSE)
+        assert model.cmsr_mse is None  # restored
+        model.cmsr_mse = OFFICIAL_MSE
+        assert on == count(model, None, 8, image=lr, chunk_size=1 << 20).total
+    finally:
+        model.cmsr_table, model.cmsr_mse = None, None
+    assert shares is None and on < off
+
+
+def test_encoder_flops_per_lr_pixel_is_the_closed_form(official, flops_lr):
+    from moeisr.flops.per_image import encoder_flops_per_lr_pixel
+
+    h, w = 12, 12
+    assert encoder_flops_per_lr_pixel(official["lmliif"]) == cf.edsr_encoder(h, w, elementwise=True) / (h * w)
+
+
+def test_a_calibrated_table_in_the_spec_round_trips_with_cmsr_off(official, tables, test_pair, tmp_path):
+    """The bundled form (`cmsr_spec: {table: ...}`, moeisr.train.calibrate) loads with the table and CMSR off; the
+    knob then turns it on, giving the same output as setting the table by hand."""
+    model = official["lmlte"]
+    calibrated = {"table": tables["lmlte"].to_dict(), "mse_threshold": None}
+    spec = {"name": model.spec["name"], "args": {**model.spec["args"], "cmsr_spec": calibrated}}
+    path = save_checkpoint(tmp_path / "calibrated.pt", model, spec=spec)
+    loaded = load_model(path)
+    lr, _ = test_pair
+    assert loaded.cmsr_mse is None and loaded.cmsr_table is not None
+    assert torch.equal(loaded.upscale(lr, (320, 240)), model.upscale(lr, (320, 240)))  # off: the plain output
+    loaded.cmsr_mse = OFFICIAL_MSE
+    try:
+        model.cmsr_table, model.cmsr_mse = tables["lmlte"], OFFICIAL_MSE
+        assert torch.equal(loaded.upscale(lr, (320, 240)), model.upscale(lr, (320, 240)))
+    finally:
+        model.cmsr_table, model.cmsr_mse = None, None

@@ -17,7 +17,7 @@ from moeisr.evaluate.cache import REQUIRED_COLUMNS
 from moeisr.evaluate.recheck import reproduction_check
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
-from moeisr.pipeline.reproduce import ROLES, default_paths, load_experiments
+from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, default_paths, load_experiments
 from moeisr.report.report_md import comparison_rows
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
@@ -51,7 +51,7 @@ def test_first_run_trains_every_model_and_writes_every_output(workspace):
     expected += [f"figures/{name}.png" for name in FIGURES] + [f"checkpoints/{r.experiment}.pt" for r in ROLES]
     expected += [f"logs/{r.experiment}.csv" for r in ROLES]
     assert [p for p in expected if not (results / p).is_file()] == []
-    assert result.rows_computed == len(MODEL_ORDER)  # 1 image x 1 scale x 7 models
+    assert result.rows_computed == len(EVALUATED_MODELS)  # 1 image x 1 scale x every evaluated model
 
     # bundles: weights only, with the provenance the reuse decision needs
     for role in ROLES:
@@ -60,6 +60,10 @@ def test_first_run_trains_every_model_and_writes_every_output(workspace):
         meta = ckpt["meta"]
         assert meta["experiment"] == role.experiment and meta["profile"] == "smoke" and meta["steps"] == 4
         assert meta["config_hash"] == result.checkpoints[role.experiment].experiment.config_hash
+    # LMF's bundle carries the CMSR table measured on training images, with CMSR off by default
+    lmf = read_checkpoint(results / "checkpoints" / "lm_lte.pt")
+    assert set(lmf["model"]["args"]["cmsr_spec"]) == {"table", "mse_threshold"}
+    assert lmf["model"]["args"]["cmsr_spec"]["mse_threshold"] is None and lmf["meta"]["calibrated"]
     # the equal-budget controls trained exactly as many steps as the MoEISR fine-tunes
     for control, moe in (("liif_equal", "moeisr_liif"), ("lte_equal", "moeisr_lte")):
         logs = [pd.read_csv(results / "logs" / f"{name}.csv") for name in (control, moe)]
@@ -70,11 +74,11 @@ def test_main_csv_schema_and_model_names(workspace):
     results = workspace["folders"]["results"]
     frame = pd.read_csv(results / "main.csv", dtype={"knob": str, "config_hash": str})
     assert set(REQUIRED_COLUMNS) | {"config_hash", "lr_h", "lr_w"} <= set(frame.columns)
-    assert list(dict.fromkeys(frame["model"])) == list(MODEL_ORDER)
+    assert list(dict.fromkeys(frame["model"])) == [m for m in MODEL_ORDER if m in EVALUATED_MODELS]
     assert set(frame["dataset"]) == {"Set5"} and set(frame["image"]) == {"baby"}
-    assert set(frame["scale"]) == {4.0} and len(frame) == len(MODEL_ORDER)
+    assert set(frame["scale"]) == {4.0} and len(frame) == len(EVALUATED_MODELS)
     checkpoints = workspace["result"].checkpoints
-    hashes = {r.model: checkpoints[r.experiment].experiment.config_hash for r in ROLES}
+    hashes = {r.model: checkpoints[r.experiment].experiment.config_hash for r in ROLES if r.evaluated}
     for model, config_hash in hashes.items():
         assert set(frame.loc[frame["model"] == model, "config_hash"]) == {config_hash}
     assert frame.loc[frame["model"] == "bicubic", "gflops"].isna().all()
@@ -83,7 +87,7 @@ def test_main_csv_schema_and_model_names(workspace):
         shares = frame.loc[frame["model"] == model, [f"share_{j}" for j in range(experts)]]
         assert shares.sum(axis=1).tolist() == pytest.approx([1.0])
     # MoEISR decodes some pixels with cheaper experts than its backbone's MLP
-    gflops = {m: frame.loc[frame["model"] == m, "gflops"].to_numpy() for m in MODEL_ORDER}
+    gflops = {m: frame.loc[frame["model"] == m, "gflops"].to_numpy() for m in EVALUATED_MODELS}
     assert (gflops["moeisr-liif"] < gflops["liif"]).all() and (gflops["moeisr-lte"] < gflops["lte"]).all()
 
 
@@ -96,6 +100,9 @@ def test_tables_and_report_render(workspace):
     experts = (results / "tables" / "experts.md").read_text()
     assert "expert 3 (%)" in experts and "mean relative decoder cost (%)" in experts
     assert "Citations, not measurements" in (results / "tables" / "published.md").read_text()
+    efficiency = (results / "tables" / "efficiency.md").read_text()  # MoEISR and LMF against one equal budget
+    assert "| LTE        | MoEISR-LTE |" in efficiency and "| LTE        | LM-LTE     |" in efficiency
+    assert "On LTE, " in efficiency and "LM-LTE PSNR" in main
     report = (results / "REPORT.md").read_text()
     for role, info in workspace["result"].checkpoints.items():
         assert info.experiment.config_hash in report and role in report
@@ -103,7 +110,9 @@ def test_tables_and_report_render(workspace):
         assert f"(figures/{name}.png)" in report
     assert "MoEISR-LIIF" in report and "Smoke profile" in report and "not checked (no previous main.csv)" in report
     recheck = workspace["result"].recheck  # the sampled recheck: every model, one image per set and scale ×2-×4
-    assert recheck is not None and len(recheck) == len(MODEL_ORDER) and recheck["within"].all()  # one cell: Set5 ×4
+    assert (
+        recheck is not None and len(recheck) == len(EVALUATED_MODELS) and recheck["within"].all()
+    )  # one cell: Set5 ×4
     assert "Mode **verified**" in report and "Verdict: **PASS**" in report
 
 
@@ -128,12 +137,12 @@ def test_full_mode_recomputes_every_row_and_compares_them_with_the_previous_main
     lines: list[str] = []
     full = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, full=True, **folders)
     assert full.mode == "full" and full.recheck is None  # no sample: every row is recomputed
-    assert full.rows_computed == len(full.rows) == len(MODEL_ORDER)  # one image at one scale per model
+    assert full.rows_computed == len(full.rows) == len(EVALUATED_MODELS)  # one image at one scale per model
     assert len(list(folders["cache"].glob("full-*.jsonl"))) == 1  # a fresh cache file beside the shared one
     check = full.check
-    assert int(check["compared"].sum()) == len(MODEL_ORDER) and check["max_abs_dpsnr"].max() == 0.0
+    assert int(check["compared"].sum()) == len(EVALUATED_MODELS) and check["max_abs_dpsnr"].max() == 0.0
     report = (folders["results"] / "REPORT.md").read_text()
-    assert "Mode **full**" in report and f"The {len(MODEL_ORDER)} rows the eval stage computed" in report
+    assert "Mode **full**" in report and f"The {len(EVALUATED_MODELS)} rows the eval stage computed" in report
 
 
 def test_a_changed_config_is_not_reused_and_a_foreign_run_is_not_resumed(workspace):

@@ -41,7 +41,9 @@ def test_equal_budget_backbone_trains_exactly_like_the_moeisr_fine_tune(control,
 
 
 def test_roles_cover_every_model_of_the_tables_parents_first():
-    assert {r.model for r in ROLES} | {"bicubic"} == set(MODEL_ORDER)
+    evaluated = {r.model for r in ROLES if r.evaluated} | {"bicubic"}
+    assert evaluated <= set(MODEL_ORDER)  # the tables know every evaluated model's place
+    assert set(MODEL_ORDER) - evaluated <= {"lm-liif"}  # LM-LIIF joins once its converged LIIF parent is bundled
     experiments = load_experiments(default_paths("smoke"), "smoke")
     seen = set()
     for role in ROLES:

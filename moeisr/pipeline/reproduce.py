@@ -431,6 +431,7 @@ def reproduce(
 
 
 MODEL_NAMES = ("bicubic", *(r.model for r in ROLES))
+EVALUATED_MODELS = ("bicubic", *(r.model for r in ROLES if r.evaluated))  # the `model` values of the grid's rows
 
 
 def _selected_roles(models: Sequence[str] | None, experiments: dict[str, Experiment]) -> tuple[list[Role], bool]:
