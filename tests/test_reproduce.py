@@ -25,6 +25,7 @@ from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproducti
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 OVERRIDES = ["optim.max_steps=4", "eval.scales=[4]"]  # 4 steps, one scale: ~1 min in all
+ROWS = len(EVALUATED_MODELS) + 2  # the grid's rows: every model once, each MoEISR again at all-deepest routing
 FIGURES = ("psnr_vs_gflops", "flops_per_image", "expert_maps", "qualitative", "learning_curves")
 
 
@@ -51,7 +52,8 @@ def test_first_run_trains_every_model_and_writes_every_output(workspace):
     expected += [f"figures/{name}.png" for name in FIGURES] + [f"checkpoints/{r.experiment}.pt" for r in ROLES]
     expected += [f"logs/{r.experiment}.csv" for r in ROLES]
     assert [p for p in expected if not (results / p).is_file()] == []
-    assert result.rows_computed == len(EVALUATED_MODELS)  # 1 image x 1 scale x every evaluated model
+    # 1 image x 1 scale x every evaluated model, and each MoEISR again at all-deepest routing (the decomposition)
+    assert result.rows_computed == ROWS
 
     # bundles: weights only, with the provenance the reuse decision needs
     for role in ROLES:
@@ -76,7 +78,10 @@ def test_main_csv_schema_and_model_names(workspace):
     assert set(REQUIRED_COLUMNS) | {"config_hash", "lr_h", "lr_w"} <= set(frame.columns)
     assert list(dict.fromkeys(frame["model"])) == [m for m in MODEL_ORDER if m in EVALUATED_MODELS]
     assert set(frame["dataset"]) == {"Set5"} and set(frame["image"]) == {"baby"}
-    assert set(frame["scale"]) == {4.0} and len(frame) == len(EVALUATED_MODELS)
+    assert set(frame["scale"]) == {4.0} and len(frame) == ROWS
+    deepest = frame[frame["knob"] == "-inf"]
+    assert sorted(deepest["model"]) == ["moeisr-liif", "moeisr-lte"]
+    assert (deepest[[c for c in frame if c.startswith("share_")]].fillna(0).idxmax(axis=1) != "share_0").all()
     checkpoints = workspace["result"].checkpoints
     hashes = {r.model: checkpoints[r.experiment].experiment.config_hash for r in ROLES if r.evaluated}
     for model, config_hash in hashes.items():
@@ -85,9 +90,10 @@ def test_main_csv_schema_and_model_names(workspace):
     assert (frame.loc[frame["model"] != "bicubic", "gflops"] > 0).all()
     for model, experts in (("moeisr-liif", 4), ("moeisr-lte", 3)):
         shares = frame.loc[frame["model"] == model, [f"share_{j}" for j in range(experts)]]
-        assert shares.sum(axis=1).tolist() == pytest.approx([1.0])
+        assert shares.sum(axis=1).tolist() == pytest.approx([1.0, 1.0])  # learned and all-deepest routing
     # MoEISR decodes some pixels with cheaper experts than its backbone's MLP
-    gflops = {m: frame.loc[frame["model"] == m, "gflops"].to_numpy() for m in EVALUATED_MODELS}
+    default = frame[frame["knob"] == "none"]
+    gflops = {m: default.loc[default["model"] == m, "gflops"].to_numpy() for m in EVALUATED_MODELS}
     assert (gflops["moeisr-liif"] < gflops["liif"]).all() and (gflops["moeisr-lte"] < gflops["lte"]).all()
 
 
@@ -100,6 +106,17 @@ def test_tables_and_report_render(workspace):
     experts = (results / "tables" / "experts.md").read_text()
     assert "expert 3 (%)" in experts and "mean relative decoder cost (%)" in experts
     assert "Citations, not measurements" in (results / "tables" / "published.md").read_text()
+    decomposition = (results / "tables" / "decomposition.md").read_text()  # deficit + routing cost = ΔPSNR
+    assert "### MoEISR-LIIF" in decomposition and "### MoEISR-LTE" in decomposition
+    frame = pd.read_csv(results / "main.csv", dtype={"knob": str})
+    for family in FAMILIES:
+
+        def psnr(model, knob):
+            return frame.loc[(frame["model"] == model) & (frame["knob"] == knob), "psnr"].item()
+
+        deficit = psnr(family.moe, "-inf") - psnr(family.equal, "none")
+        cost = psnr(family.moe, "none") - psnr(family.moe, "-inf")
+        assert f"| {deficit:+.3f}" in decomposition and f"| {cost:+.3f}" in decomposition
     efficiency = (results / "tables" / "efficiency.md").read_text()  # MoEISR and LMF against one equal budget
     assert "| LTE        | MoEISR-LTE |" in efficiency and "| LTE        | LM-LTE     |" in efficiency
     assert "On LTE, " in efficiency and "LM-LTE PSNR" in main
@@ -137,12 +154,12 @@ def test_full_mode_recomputes_every_row_and_compares_them_with_the_previous_main
     lines: list[str] = []
     full = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, full=True, **folders)
     assert full.mode == "full" and full.recheck is None  # no sample: every row is recomputed
-    assert full.rows_computed == len(full.rows) == len(EVALUATED_MODELS)  # one image at one scale per model
+    assert full.rows_computed == len(full.rows) == ROWS  # one image at one scale per model (+ all-deepest)
     assert len(list(folders["cache"].glob("full-*.jsonl"))) == 1  # a fresh cache file beside the shared one
     check = full.check
-    assert int(check["compared"].sum()) == len(EVALUATED_MODELS) and check["max_abs_dpsnr"].max() == 0.0
+    assert int(check["compared"].sum()) == ROWS and check["max_abs_dpsnr"].max() == 0.0
     report = (folders["results"] / "REPORT.md").read_text()
-    assert "Mode **full**" in report and f"The {len(EVALUATED_MODELS)} rows the eval stage computed" in report
+    assert "Mode **full**" in report and f"The {ROWS} rows the eval stage computed" in report
 
 
 def test_a_changed_config_is_not_reused_and_a_foreign_run_is_not_resumed(workspace):
@@ -179,6 +196,7 @@ def test_reproduction_check_reports_the_largest_differences(workspace):
 
 def test_reading_is_a_table_computed_from_the_rows_and_says_when_moeisr_loses(workspace):
     frame = pd.read_csv(workspace["folders"]["results"] / "main.csv", dtype={"knob": str, "image": str})
+    frame = frame[frame["knob"] == "none"].copy()  # as the report reads them (all-deepest rows: decomposition only)
     liif = FAMILIES[0]
     equal = frame.loc[frame["model"] == liif.equal, "psnr"].to_numpy()
     moe = frame["model"] == liif.moe

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +88,7 @@ ROLES = (  # parents before the experiments initialised from them
 # LMF's CMSR sweep (the knob `cmsr_mse`, official units: MSE on [-1, 1] images; 2e-5 is the official default):
 # extra rows of the LMF models at the grid's scales above ×4, where CMSR acts, drawn as curves in the figure.
 CMSR_KNOBS = (5e-6, 2e-5, 1e-4)
+ALL_DEEPEST = -math.inf  # MoEISR's routing knob that sends every pixel to its deepest expert
 LARGE_SCALES: dict[str, tuple[float, ...]] = {"paper": (18.0, 24.0, 30.0)}  # cpu: skipped, too costly on 2 cores
 MIN_LR_SIDE = 16  # px: a set gets the large scales only if all its evaluated LR images keep this much
 FIGURE_SCALE = 4  # integer, so that the crops' LR windows align exactly with the HR
@@ -331,19 +333,16 @@ def reproduce(
     entries += [checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in evaluated]
     cache_file = paths.cache / f"full-{commit}.jsonl" if full else paths.cache_file
     cache_store = ResultsCache(cache_file)
-    knob_entries = [e for e in entries if e.model is not None and compute_knob(e.model) == "cmsr_mse"]
-    sweep = cmsr_grid(grid) if knob_entries else None
-    if sweep is not None:
-        grids.append(sweep)
-    keys = list(dict.fromkeys(k for g in grids for k in grid_keys(knob_entries if g is sweep else entries, g)))
+    runs = [(g, entries) for g in grids] + knob_runs(grid, entries)  # (grid, the entries evaluated on it)
+    keys = list(dict.fromkeys(k for g, on in runs for k in grid_keys(on, g)))
     result.mode = "full" if full else "verified"
     if "eval" in stages:
         started = time.monotonic()
         flops = ArchitectureFlops()  # the equal-budget backbones reuse their backbone's counts
-        for g in grids:
+        for g, on in runs:
             _, computed = evaluate(
-                knob_entries if g is sweep else entries, g, cache_store, device=device, flops_fn=flops,
-                progress=progress, commit=commit, computed=result.computed_keys,
+                on, g, cache_store, device=device, flops_fn=flops, progress=progress, commit=commit,
+                computed=result.computed_keys,
             )  # fmt: skip
             result.rows_computed += computed
         log(
@@ -451,17 +450,28 @@ def _selected_roles(models: Sequence[str] | None, experiments: dict[str, Experim
     return [r for r in ROLES if r.experiment in needed], "bicubic" in models
 
 
-def cmsr_grid(grid: Grid) -> Grid | None:
-    """The CMSR sweep of the LMF models: `grid`'s sets at its scales above ×4 (where CMSR acts), with the default
-    (off) and `CMSR_KNOBS`; None when the grid has no such scale."""
+def knob_runs(grid: Grid, entries) -> list[tuple[Grid, list]]:
+    """The knob rows the report needs beyond the grid's default, as (grid, entries) pairs:
+
+    - MoEISR at all-deepest routing (knob −inf) at the grid's scales up to ×4: the decomposition of MoEISR's ΔPSNR
+      into training deficit and routing cost (issue 20);
+    - LMF's CMSR sweep (`CMSR_KNOBS`) at the scales above ×4, where CMSR acts.
+    """
     from moeisr.models.lmf.cmsr import MAX_TRAINING_SCALE
 
-    scales = [s for s in grid.scales if s > MAX_TRAINING_SCALE]
-    if not scales:
-        return None
-    return Grid(
-        sets=list(grid.sets), scales=scales, knobs=[None, *CMSR_KNOBS], limit=dict(grid.limit), protocol=grid.protocol
-    )
+    def subgrid(scales, knobs):
+        return Grid(sets=list(grid.sets), scales=scales, knobs=knobs, limit=dict(grid.limit), protocol=grid.protocol)
+
+    low = [s for s in grid.scales if s <= MAX_TRAINING_SCALE]
+    high = [s for s in grid.scales if s > MAX_TRAINING_SCALE]
+    moe = [e for e in entries if e.model is not None and e.model.has_routing_loss]
+    lmf = [e for e in entries if e.model is not None and compute_knob(e.model) == "cmsr_mse"]
+    runs = []
+    if low and moe:
+        runs.append((subgrid(low, [ALL_DEEPEST]), moe))
+    if high and lmf:
+        runs.append((subgrid(high, [None, *CMSR_KNOBS]), lmf))
+    return runs
 
 
 def _steps(info: CheckpointInfo) -> int:

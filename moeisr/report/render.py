@@ -66,7 +66,8 @@ def render_results(results: str | Path, log=print) -> Path:
     if not run_path.is_file() or not main_csv.is_file():
         raise UserError(f"{results}: no {RUN_FILE} and main.csv to render; run `moeisr reproduce` first")
     run = json.loads(run_path.read_text(encoding="utf-8"))
-    rows = recheck.read_rows_csv(main_csv)
+    all_rows = recheck.read_rows_csv(main_csv)
+    rows = tables.without_all_deepest(all_rows)  # MoEISR's all-deepest rows feed the decomposition only
     sizes = run["set_sizes"]
     tables_dir, figures_dir = results / "tables", results / "figures"
 
@@ -75,6 +76,9 @@ def render_results(results: str | Path, log=print) -> Path:
         "Expert shares": ("experts.md", tables.experts_table(rows, run["experts"], sizes)),
         "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
     }
+    decomposition = tables.decomposition_table(all_rows, sizes)
+    if decomposition is not None:
+        rendered["Decomposition: training deficit and routing cost"] = ("decomposition.md", decomposition)
     efficiency = (
         report_md.efficiency_markdown(rows, run.get("budget_steps") or {}, run.get("encoder_flops_per_lr_pixel") or {})
         if run.get("encoder_flops_per_lr_pixel")
@@ -112,14 +116,14 @@ def render_results(results: str | Path, log=print) -> Path:
         experiments=run["experiments"],
         grid_lines=run["grid_lines"],
         timings=read_json_object(results / TIMINGS_FILE),
-        check_markdown=reproduction_markdown(run, rows, results),
+        check_markdown=reproduction_markdown(run, all_rows, results),
         paragraphs=reading(rows, sizes, run["deepest_expert"]),
         tables=out_tables,
         figures=out_figures,
         notes=run["notes"],
         ablations=ablation_section(results),
         speed=speed_section(results),
-        eval_seconds=float(rows["seconds"].sum()) if "seconds" in rows else None,
+        eval_seconds=float(all_rows["seconds"].sum()) if "seconds" in all_rows else None,
     )
     report = atomic_write_text(results / "REPORT.md", render_report(inputs))
     log(f"[report] wrote {tables_dir}/, {figures_dir}/ ({len(out_figures)} figures) and {report}")

@@ -158,6 +158,88 @@ def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     return sort_cells(cells)
 
 
+ALL_DEEPEST_KNOB = "-inf"  # the knob label of MoEISR's all-deepest rows (every pixel to its deepest expert)
+
+
+def without_all_deepest(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` without MoEISR's all-deepest rows, which only the decomposition table reads."""
+    return frame[frame["knob"].astype(str) != ALL_DEEPEST_KNOB]
+
+
+def decomposition_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
+    """Per (dataset, scale) where MoEISR has all-deepest rows: the split of its ΔPSNR against the equal budget.
+
+    Columns: dataset, scale, n (images with all three rows), equal_psnr, deepest_psnr (MoEISR, every pixel to its
+    deepest expert), learned_psnr (MoEISR, its learned routing), training_deficit = deepest − equal, routing_cost
+    = learned − deepest, total = learned − equal (dB; total = training_deficit + routing_cost). Empty without rows.
+    """
+    merged = _decomposition_pairs(frame, family)
+    if merged.empty:
+        return pd.DataFrame()
+    grouped = merged.groupby(["dataset", "scale"], sort=False)
+    cells = grouped[["equal_psnr", "deepest_psnr", "learned_psnr"]].mean()
+    cells["n"] = grouped.size()
+    cells = cells.reset_index()
+    cells["training_deficit"] = cells["deepest_psnr"] - cells["equal_psnr"]
+    cells["routing_cost"] = cells["learned_psnr"] - cells["deepest_psnr"]
+    cells["total"] = cells["learned_psnr"] - cells["equal_psnr"]
+    return sort_cells(cells)
+
+
+def decomposition_table(
+    frame: pd.DataFrame, set_sizes: Mapping[str, int] | None = None, families: Sequence[Family] = FAMILIES
+) -> str | None:
+    """Markdown: per MoEISR model and cell, its ΔPSNR against the equal-budget backbone split into the training
+    deficit (all-deepest routing − equal budget) and the routing cost (learned − all-deepest routing), both from
+    evaluated rows, with a last row over every image × scale pair (paired bootstrap 95% CIs). None without rows."""
+    from moeisr.metrics.paired import paired_bootstrap
+
+    sections = [
+        "ΔPSNR of MoEISR against its equal-budget backbone = **training deficit** (MoEISR with every pixel routed to "
+        "its deepest expert, routing knob −∞, minus the equal-budget backbone) + **routing cost** (MoEISR's learned "
+        "routing minus all-deepest). Both are evaluated rows, not estimates. PSNR in dB, means per image."
+    ]
+    for family in families:
+        cells = decomposition_cells(frame, family)
+        if cells.empty:
+            continue
+        rows = [
+            {
+                "dataset": dataset_label(c["dataset"], int(c["n"]), (set_sizes or {}).get(c["dataset"])),
+                "scale": _scale_label(c["scale"]),
+                "images": str(int(c["n"])),
+                f"{family.label} equal-budget PSNR": _fmt(c["equal_psnr"], 2),
+                f"{family.moe_label} all-deepest PSNR": _fmt(c["deepest_psnr"], 2),
+                f"{family.moe_label} PSNR": _fmt(c["learned_psnr"], 2),
+                "training deficit (dB)": _fmt(c["training_deficit"], 3, signed=True),
+                "routing cost (dB)": _fmt(c["routing_cost"], 3, signed=True),
+                "ΔPSNR vs equal budget (dB)": _fmt(c["total"], 3, signed=True),
+            }
+            for _, c in cells.iterrows()
+        ]
+        pairs = _decomposition_pairs(frame, family)
+        summary = {"dataset": "all pairs", "scale": "", "images": str(len(pairs))}
+        summary |= {k: "" for k in list(rows[0])[3:6]}
+        deepest, learned, equal = pairs["deepest_psnr"], pairs["learned_psnr"], pairs["equal_psnr"]
+        for column, values in (("training deficit (dB)", deepest - equal), ("routing cost (dB)", learned - deepest),
+                               ("ΔPSNR vs equal budget (dB)", learned - equal)):  # fmt: skip
+            stats = paired_bootstrap(values)
+            summary[column] = f"{stats.mean:+.3f} [{stats.lo:+.3f}, {stats.hi:+.3f}]"
+        rows.append(summary)
+        sections += [f"### {family.moe_label}", _markdown(rows)]
+    return "\n\n".join(sections) + "\n" if len(sections) > 1 else None
+
+
+def _decomposition_pairs(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
+    """Per image × scale with all three rows: equal_psnr, deepest_psnr, learned_psnr."""
+    moe = frame[frame["model"] == family.moe]
+    deepest = moe[moe["knob"].astype(str) == ALL_DEEPEST_KNOB][IMAGE_KEYS + ["psnr"]]
+    deepest = deepest.rename(columns={"psnr": "deepest_psnr"}).drop_duplicates(subset=IMAGE_KEYS, keep="last")
+    learned = _per_image(frame, family.moe, "learned")[IMAGE_KEYS + ["learned_psnr"]]
+    equal = _per_image(frame, family.equal, "equal")[IMAGE_KEYS + ["equal_psnr"]]
+    return deepest.merge(learned, on=IMAGE_KEYS).merge(equal, on=IMAGE_KEYS)
+
+
 def main_table(
     frame: pd.DataFrame, set_sizes: Mapping[str, int] | None = None, families: Sequence[Family] = FAMILIES
 ) -> str:
