@@ -7,11 +7,13 @@ to ×4 by overrides applied to every experiment alike.
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_pipeline_support import smoke_workspace
 
 from moeisr.commands.reproduce import run_reproduce as reproduce
+from moeisr.config import load_experiment
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import REQUIRED_COLUMNS
 from moeisr.evaluate.recheck import reproduction_check
@@ -213,3 +215,50 @@ def test_reading_is_a_table_computed_from_the_rows_and_says_when_moeisr_loses(wo
     frame.loc[moe, "psnr"] = equal + 0.01  # consistent but below the practical floor
     row = comparison_rows(frame).set_index("comparison").loc["MoEISR-LIIF vs equal-budget LIIF"]
     assert (row["verdict"], row["decided by"]) == ("matches", "floor 0.05")
+
+
+def test_dense_frontier_from_trained_dense_models(workspace):
+    """The dense controls (docs/dense_baselines.md), trained from the workspace's bundled smoke parents and
+    evaluated on its grid: the frontier interpolates their per-image PSNR at MoEISR's GFLOPs, the main table and
+    the reading state the difference as interpolated, and the figure draws the frontier."""
+    from moeisr.evaluate.cache import ResultsCache
+    from moeisr.evaluate.runner import Grid, checkpoint_entry, evaluate
+    from moeisr.flops.per_image import ArchitectureFlops
+    from moeisr.pipeline.bundle import prepare_named
+    from moeisr.report import figures
+    from moeisr.report.tables import frontier_pairs, main_table
+
+    folders = workspace["folders"]
+    paths = default_paths("smoke", **folders)
+    names = {"liif": ("liif_d1", "liif_d2", "liif_d3"), "lte": ("lte_d1", "lte_d2")}
+    entries = []
+    for parent, dense in names.items():
+        for name in dense:
+            experiment = load_experiment(paths.experiments / f"{name}.yaml", "smoke", OVERRIDES)
+            info = prepare_named(name, experiment, paths, "smoke", parent=paths.bundle / f"{parent}.pt",
+                                 log=lambda line: None, progress=False)  # fmt: skip
+            entries.append(checkpoint_entry(info.path, name=name.replace("_", "-")))
+    cache = ResultsCache(paths.cache_file)
+    evaluate(entries, Grid(sets=["Set5"], scales=[4.0], limit={"Set5": 1}), cache, flops_fn=ArchitectureFlops(),
+             progress=False)  # fmt: skip
+    frame = pd.concat([pd.read_csv(paths.main_csv, dtype={"knob": str, "image": str}), pd.DataFrame(cache.rows())])
+    frame = frame[frame["knob"].astype(str) == "none"].drop_duplicates(subset=["model", "dataset", "image", "scale"])
+    for family in FAMILIES:
+        pairs = frontier_pairs(frame, family)
+        assert len(pairs) == 1
+        dense = frame[frame["model"].isin(family.frontier)].sort_values("gflops")
+        assert dense["gflops"].is_monotonic_increasing and dense["gflops"].nunique() == len(family.frontier)
+        moe_gflops = pairs["moe_gflops"].item()
+        if dense["gflops"].min() <= moe_gflops <= dense["gflops"].max():
+            expected = float(np.interp(moe_gflops, dense["gflops"], dense["psnr"]))
+            assert pairs["frontier_psnr"].item() == pytest.approx(expected)
+    table = main_table(frame)
+    assert "ΔPSNR vs dense frontier at equal GFLOPs (dB, interpolated)" in table
+    rows = comparison_rows(frame).set_index("comparison")
+    for family in FAMILIES:  # a frontier comparison only where MoEISR sits inside the frontier's GFLOPs range
+        inside = frontier_pairs(frame, family)["d_psnr_frontier"].notna().all()
+        label = f"{family.moe_label} vs the dense {family.label} frontier (interpolated at its GFLOPs)"
+        assert (label in rows.index) == inside
+    means = frame.groupby(["model", "dataset", "scale", "knob"]).agg(psnr=("psnr", "mean"), gflops=("gflops", "mean"))
+    curves = figures._dense_frontiers(means.reset_index().assign(n=1, curve=False))
+    assert set(curves["model"]) == {"LIIF dense frontier", "LTE dense frontier"}

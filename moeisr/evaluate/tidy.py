@@ -8,7 +8,8 @@ import pandas as pd
 SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
 MATCH_KEYS = ["model", "dataset", "image", "scale", "knob"]
 MODEL_ORDER = (
-    "bicubic", "liif", "liif-equal-budget", "moeisr-liif", "lm-liif", "lte", "lte-equal-budget", "moeisr-lte", "lm-lte",
+    "bicubic", "liif", "liif-equal-budget", "liif-d1", "liif-d2", "liif-d3", "moeisr-liif", "lm-liif",
+    "lte", "lte-equal-budget", "lte-d1", "lte-d2", "moeisr-lte", "lm-lte",
 )  # fmt: skip
 
 

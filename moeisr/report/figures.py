@@ -29,7 +29,10 @@ from moeisr.report.tables import FAMILIES, MODEL_ORDER, Family, dataset_label, s
 DPI = 110
 STYLE = {"bicubic": ("#7f7f7f", "x"), "liif": ("#1f77b4", "o"), "liif-equal-budget": ("#6baed6", "s"),
          "moeisr-liif": ("#08306b", "*"), "lte": ("#d62728", "o"), "lte-equal-budget": ("#fc9272", "s"),
-         "moeisr-lte": ("#67000d", "*"), "lm-liif": ("#2ca02c", "P"), "lm-lte": ("#9467bd", "P")}  # fmt: skip
+         "moeisr-lte": ("#67000d", "*"), "lm-liif": ("#2ca02c", "P"), "lm-lte": ("#9467bd", "P"),
+         "LIIF dense frontier": ("#9ecae1", "."), "LTE dense frontier": ("#fcbba1", "."),
+         "liif-d1": ("#9ecae1", "v"), "liif-d2": ("#9ecae1", "<"), "liif-d3": ("#9ecae1", ">"),
+         "lte-d1": ("#fcbba1", "v"), "lte-d2": ("#fcbba1", "<")}  # fmt: skip
 
 
 def _style(model: str) -> tuple[str, str]:
@@ -135,7 +138,9 @@ def psnr_vs_gflops(
     means["curve"] = means["knob"].astype(str) != "none"  # a compute-knob sweep in the grid (LMF's CMSR)
     swept = means[means["curve"]][["model", "dataset", "scale"]].drop_duplicates()
     anchors = means[~means["curve"]].merge(swept, on=["model", "dataset", "scale"])  # the default ends the line
-    curves = pd.concat([_matching_sweep(means, sweep), anchors.assign(curve=True)], ignore_index=True)
+    curves = pd.concat(
+        [_matching_sweep(means, sweep), anchors.assign(curve=True), _dense_frontiers(means)], ignore_index=True
+    )
     title = "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)"
     if not curves.empty:
         means = pd.concat([means, curves], ignore_index=True)
@@ -143,6 +148,20 @@ def psnr_vs_gflops(
     return dataset_scale_figure(
         means, _model_markers, path, title, panel_size=(2.4, 2.2), legend_width=1.6, set_sizes=set_sizes
     )
+
+
+def _dense_frontiers(means: pd.DataFrame, families: Sequence[Family] = FAMILIES) -> pd.DataFrame:
+    """Per family and cell where every frontier model (`Family.frontier`) has a default mean: those means as one
+    curve, model "<label> dense frontier"."""
+    default = means[means["knob"].astype(str) == "none"]
+    parts = []
+    for family in families:
+        if not family.dense:
+            continue
+        rows = default[default["model"].isin(family.frontier)]
+        complete = rows.groupby(["dataset", "scale"])["model"].transform("nunique") == len(family.frontier)
+        parts.append(rows[complete].assign(model=f"{family.label} dense frontier", curve=True))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=means.columns)
 
 
 def _matching_sweep(means: pd.DataFrame, sweep: pd.DataFrame | None) -> pd.DataFrame:
@@ -164,7 +183,10 @@ def _model_markers(ax: Axes, cell: pd.DataFrame) -> dict:
     handles = {}
     for model, curve in cell[cell["curve"]].groupby("model", sort=False):
         color, _ = _style(model)
-        label = f"{model}, {'CMSR' if model.startswith('lm-') else 'routing-knob'} sweep"
+        if model.endswith("dense frontier"):
+            label = model
+        else:
+            label = f"{model}, {'CMSR' if model.startswith('lm-') else 'routing-knob'} sweep"
         curve = curve.sort_values("gflops")
         (handles[label],) = ax.plot(
             curve["gflops"], curve["psnr"], color=color, linewidth=1, marker=".", markersize=3, alpha=0.8, label=label

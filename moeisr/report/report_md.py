@@ -16,7 +16,7 @@ import pandas as pd
 
 from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
 from moeisr.provenance import machine
-from moeisr.report.tables import FAMILIES, Family, family_cells, pixel_shares
+from moeisr.report.tables import FAMILIES, Family, family_cells, frontier_pairs, pixel_shares
 
 STAGE_ORDER = {"train": 0, "eval": 1, "check": 2, "report": 3}
 
@@ -67,24 +67,33 @@ def comparison_rows(
             )  # fmt: skip
         for label, a, b, d_cells, saved in comparisons:
             stats = paired_bootstrap(_paired(frame, a, b))
-            verdict, decided = stats.verdict()
-            out.append(
-                {
-                    "comparison": label,
-                    "cells": len(cells),
-                    "pairs": stats.n,
-                    "ΔPSNR (dB)": round(stats.mean, 3),
-                    "per cell": f"{d_cells.min():+.3f} to {d_cells.max():+.3f}",
-                    "95% CI": f"[{stats.lo:+.3f}, {stats.hi:+.3f}]",
-                    "pairs better / worse": f"{stats.better} / {stats.worse}",
-                    "FLOPs saved (%)": round(float(saved.mean()), 1),
-                    "saved per cell (%)": f"{saved.min():.1f} to {saved.max():.1f}",
-                    "deepest expert": share if a == family.moe else "–",
-                    "verdict": verdict,
-                    "decided by": decided,
-                }
-            )
+            out.append(_comparison_row(label, cells, stats, d_cells, saved, share if a == family.moe else "–"))
+        pairs = frontier_pairs(frame, family)
+        if not pairs.empty and pairs["d_psnr_frontier"].notna().all():
+            per_cell = pairs.groupby(["dataset", "scale"])["d_psnr_frontier"].mean()
+            stats = paired_bootstrap(pairs["d_psnr_frontier"])
+            label = f"{family.moe_label} vs the dense {family.label} frontier (interpolated at its GFLOPs)"
+            out.append(_comparison_row(label, cells, stats, per_cell, 0 * cells["saved_pct"], share))
     return pd.DataFrame(out)
+
+
+def _comparison_row(label, cells, stats, d_cells, saved, share) -> dict:
+    """A row of `comparison_rows`."""
+    verdict, decided = stats.verdict()
+    return {
+        "comparison": label,
+        "cells": len(cells),
+        "pairs": stats.n,
+        "ΔPSNR (dB)": round(stats.mean, 3),
+        "per cell": f"{d_cells.min():+.3f} to {d_cells.max():+.3f}",
+        "95% CI": f"[{stats.lo:+.3f}, {stats.hi:+.3f}]",
+        "pairs better / worse": f"{stats.better} / {stats.worse}",
+        "FLOPs saved (%)": round(float(saved.mean()), 1),
+        "saved per cell (%)": f"{saved.min():.1f} to {saved.max():.1f}",
+        "deepest expert": share,
+        "verdict": verdict,
+        "decided by": decided,
+    }
 
 
 def _decoder_gflops(frame: pd.DataFrame, model: str, encoder_flops: Mapping[str, float]) -> pd.Series:

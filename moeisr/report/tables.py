@@ -30,6 +30,12 @@ class Family:
     equal: str
     moe: str
     lmf: str | None = None
+    dense: tuple[str, ...] = ()  # the backbone with shallower MLPs at MoEISR's budget (docs/dense_baselines.md)
+
+    @property
+    def frontier(self) -> tuple[str, ...]:
+        """The dense frontier's models: the shallower dense decoders and the equal-budget backbone (full depth)."""
+        return (*self.dense, self.equal)
 
     @property
     def moe_label(self) -> str:
@@ -41,8 +47,8 @@ class Family:
 
 
 FAMILIES = (
-    Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif", "lm-liif"),
-    Family("LTE", "lte", "lte-equal-budget", "moeisr-lte", "lm-lte"),
+    Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif", "lm-liif", ("liif-d1", "liif-d2", "liif-d3")),
+    Family("LTE", "lte", "lte-equal-budget", "moeisr-lte", "lm-lte", ("lte-d1", "lte-d2")),
 )
 
 
@@ -158,6 +164,33 @@ def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     return sort_cells(cells)
 
 
+def frontier_pairs(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
+    """Per image × scale where MoEISR and every frontier model have a default row: MoEISR's PSNR minus the dense
+    frontier's PSNR interpolated at MoEISR's GFLOPs on that image (linear in GFLOPs between the two frontier points
+    around it; NaN outside the frontier's GFLOPs range, never extrapolated).
+
+    Columns: dataset, image, scale, moe_psnr, moe_gflops, frontier_psnr, d_psnr_frontier. Empty without dense rows.
+    """
+    if not family.dense:
+        return pd.DataFrame()
+    merged = _per_image(frame, family.moe, "moe")
+    for i, model in enumerate(family.frontier):
+        merged = merged.merge(_per_image(frame, model, f"f{i}"), on=IMAGE_KEYS)
+    if merged.empty:
+        return pd.DataFrame()
+    points = range(len(family.frontier))
+    gflops = merged[[f"f{i}_gflops" for i in points]].to_numpy()
+    psnr = merged[[f"f{i}_psnr" for i in points]].to_numpy()
+    order = np.argsort(gflops, axis=1)
+    gflops, psnr = np.take_along_axis(gflops, order, 1), np.take_along_axis(psnr, order, 1)
+    at = merged["moe_gflops"].to_numpy()
+    inside = (at >= gflops[:, 0]) & (at <= gflops[:, -1])
+    merged["frontier_psnr"] = [np.interp(x, g, p) if ok else math.nan
+                               for x, g, p, ok in zip(at, gflops, psnr, inside, strict=True)]  # fmt: skip
+    merged["d_psnr_frontier"] = merged["moe_psnr"] - merged["frontier_psnr"]
+    return merged[IMAGE_KEYS + ["moe_psnr", "moe_gflops", "frontier_psnr", "d_psnr_frontier"]]
+
+
 ALL_DEEPEST_KNOB = "-inf"  # the knob label of MoEISR's all-deepest rows (every pixel to its deepest expert)
 
 
@@ -252,6 +285,12 @@ def main_table(
         "exactly MoEISR's extra steps)."
     ]
     all_cells = {family.label: family_cells(frame, family) for family in families}
+    if any(not frontier_pairs(frame, family).empty for family in families):
+        sections[0] += (
+            " ΔPSNR vs the dense frontier: MoEISR minus the dense decoders' PSNR interpolated linearly at MoEISR's "
+            "GFLOPs on each image (the frontier: the backbone with 1 to all MLP hidden layers, each at MoEISR's "
+            "budget; docs/dense_baselines.md)."
+        )
     if any("lmf_psnr" in cells for cells in all_cells.values()):
         sections[0] += (
             " The LM- columns compare LMF (at its default, CMSR off) with the same equal-budget backbone; LMF's own "
@@ -259,6 +298,12 @@ def main_table(
         )
     for family in families:
         cells = all_cells[family.label]
+        pairs = frontier_pairs(frame, family)
+        frontier = (
+            None
+            if pairs.empty
+            else pairs.groupby(["dataset", "scale"])["d_psnr_frontier"].agg(lambda v: v.mean(skipna=False))
+        )
         show_knob = not cells.empty and cells["knob"].nunique() > 1
         rows = []
         for _, c in cells.iterrows():
@@ -282,6 +327,10 @@ def main_table(
                     "FLOPs saved (%)": _fmt(c["saved_pct"], 1),
                 }
             )
+            if frontier is not None:
+                row["ΔPSNR vs dense frontier at equal GFLOPs (dB, interpolated)"] = _fmt(
+                    frontier.get((c["dataset"], c["scale"]), math.nan), 3, signed=True
+                )
             if "lmf_psnr" in c:
                 row.update(
                     {
