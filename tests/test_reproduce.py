@@ -20,7 +20,7 @@ from moeisr.evaluate.recheck import reproduction_check
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
 from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, default_paths, load_experiments
-from moeisr.report.report_md import comparison_rows
+from moeisr.report.report_md import comparison_rows, efficiency_rows
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
 # ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
@@ -259,6 +259,10 @@ def test_dense_frontier_from_trained_dense_models(workspace):
         inside = frontier_pairs(frame, family)["d_psnr_frontier"].notna().all()
         label = f"{family.moe_label} vs the dense {family.label} frontier (interpolated at its GFLOPs)"
         assert (label in rows.index) == inside
+    efficiency = efficiency_rows(frame, {}, {m: 0.0 for m in frame["model"].unique()}).set_index("method")
+    lmf = frontier_pairs(frame, FAMILIES[1], "lm-lte")
+    column = efficiency.loc["LM-LTE", "ΔPSNR vs dense frontier at its GFLOPs (dB)"]
+    assert column.endswith("(interpolated)") if lmf["d_psnr_frontier"].notna().all() else "not extrapolated" in column
     means = frame.groupby(["model", "dataset", "scale", "knob"]).agg(psnr=("psnr", "mean"), gflops=("gflops", "mean"))
     curves = figures._dense_frontiers(means.reset_index().assign(n=1, curve=False))
     assert set(curves["model"]) == {"LIIF dense frontier", "LTE dense frontier"}

@@ -138,6 +138,7 @@ def efficiency_rows(
                 cells[f"{prefix}_gflops"] < cells[f"{other}_gflops"]
             )
             steps, equal_steps = budget_steps.get(model), budget_steps.get(family.equal)
+            frontier = frontier_pairs(frame, family, model)
             out.append(
                 {
                     "backbone": family.label,
@@ -152,11 +153,23 @@ def efficiency_rows(
                     "95% CI": f"[{stats.lo:+.3f}, {stats.hi:+.3f}]",
                     "verdict": verdict,
                     "decided by": decided,
+                    "ΔPSNR vs dense frontier at its GFLOPs (dB)": _frontier_text(frontier),
                     "cells with more PSNR and fewer FLOPs than the other": f"{int(dominates.sum())} of {len(cells)}",
                     "_other": other_label,
                 }
             )
     return pd.DataFrame(out)
+
+
+def _frontier_text(pairs: pd.DataFrame) -> str:
+    """The efficiency table's frontier cell: mean ΔPSNR with its CI, or why there is none (never extrapolated)."""
+    if pairs.empty:
+        return "– (no dense rows yet)"
+    outside = int(pairs["d_psnr_frontier"].isna().sum())
+    if outside:
+        return f"– ({outside} of {len(pairs)} pairs outside the dense frontier's GFLOPs range; not extrapolated)"
+    stats = paired_bootstrap(pairs["d_psnr_frontier"])
+    return f"{stats.mean:+.3f} [{stats.lo:+.3f}, {stats.hi:+.3f}] (interpolated)"
 
 
 def efficiency_sentences(table: pd.DataFrame) -> str:
@@ -193,7 +206,9 @@ def efficiency_markdown(
         "main table's cells; LMF at its default, CMSR off). Decoder FLOPs = total minus the shared encoder's, the "
         "quantity LMF's published savings count. LMF's decoders are new and trained until held-out validation "
         'stopped rising, so its budget is not the equal-budget backbone\'s; the "training steps" column counts '
-        "every step of each model's chain."
+        "every step of each model's chain. The dense-frontier column interpolates the dense decoders' PSNR at the "
+        "method's GFLOPs on each image; where the method's cost lies outside the dense points' range it says so "
+        "instead of extrapolating."
     )
     shown = table.drop(columns=["_other"]).to_markdown(index=False, disable_numparse=True)
     return "\n\n".join([lead, shown, efficiency_sentences(table)])

@@ -164,16 +164,16 @@ def family_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     return sort_cells(cells)
 
 
-def frontier_pairs(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
-    """Per image × scale where MoEISR and every frontier model have a default row: MoEISR's PSNR minus the dense
-    frontier's PSNR interpolated at MoEISR's GFLOPs on that image (linear in GFLOPs between the two frontier points
-    around it; NaN outside the frontier's GFLOPs range, never extrapolated).
+def frontier_pairs(frame: pd.DataFrame, family: Family, model: str | None = None) -> pd.DataFrame:
+    """Per image × scale where `model` (default: the family's MoEISR) and every frontier model have a default row:
+    its PSNR minus the dense frontier's PSNR interpolated at its GFLOPs on that image (linear in GFLOPs between the
+    two frontier points around it; NaN outside the frontier's GFLOPs range, never extrapolated).
 
     Columns: dataset, image, scale, moe_psnr, moe_gflops, frontier_psnr, d_psnr_frontier. Empty without dense rows.
     """
     if not family.dense:
         return pd.DataFrame()
-    merged = _per_image(frame, family.moe, "moe")
+    merged = _per_image(frame, model or family.moe, "moe")
     for i, model in enumerate(family.frontier):
         merged = merged.merge(_per_image(frame, model, f"f{i}"), on=IMAGE_KEYS)
     if merged.empty:
