@@ -1,19 +1,24 @@
 """The reproduced experiments: equal-budget controls train exactly as long as MoEISR, the bundle stays small,
-the large-scale grid picks only large images."""
+the large-scale grid picks only large images, the seed replicas differ from their experiment by the seed alone."""
 
 import pytest
 
 from moeisr.config import load_experiment
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size
+from moeisr.errors import UserError
 from moeisr.evaluate.runner import Grid
 from moeisr.pipeline.reproduce import (
     BUNDLE_LIMIT_MB,
     MIN_LR_SIDE,
     ROLES,
+    SEED_BUNDLE_LIMIT_MB,
+    SEED_ROLES,
+    _selected_roles,
     default_paths,
     large_scale_grid,
     load_experiments,
+    seed_grid,
 )
 from moeisr.report.tables import MODEL_ORDER
 from moeisr.train import build_model
@@ -81,3 +86,51 @@ def test_large_scales_only_on_sets_whose_images_keep_a_usable_lr(monkeypatch, sh
     again, _ = large_scale_grid(grid, [4, 30])
     assert again.scales == [30.0]
     assert large_scale_grid(grid, []) == (None, [])
+
+
+def test_seed_replicas_differ_from_their_experiment_by_the_seed_only():
+    paths = default_paths("smoke")
+    roles = (*ROLES, *SEED_ROLES)
+    experiments = load_experiments(paths, "smoke", ["optim.max_steps=7"], roles)
+    assert {r.experiment for r in SEED_ROLES} == {"moeisr_liif", "moeisr_lte", "liif_equal", "lte_equal"}
+    assert {r.seed for r in SEED_ROLES} == {1, 2}
+    hashes = set()
+    for role in SEED_ROLES:
+        replica, main = experiments[role.name], experiments[role.experiment]
+        assert role.name == f"{role.experiment}_seed{role.seed}" and replica.name == role.name
+        assert role.model == f"{next(r.model for r in ROLES if r.experiment == role.experiment)}-seed{role.seed}"
+        assert replica.train.seed == role.seed != main.train.seed
+        assert replica.parent is main.parent  # the same (overridden) parent: the same parent bundle
+        assert replica.optim == main.optim and replica.optim.max_steps == 7 and replica.model == main.model
+        hashes.add(replica.config_hash)
+    assert len(hashes) == len(SEED_ROLES) and not hashes & {e.config_hash for e in experiments.values() if
+                                                             e.name in {r.name for r in ROLES}}  # fmt: skip
+    with pytest.raises(UserError, match="would repeat the experiment"):  # a replica of the spec's own seed
+        load_experiments(paths, "smoke", ["train.seed=1"], roles)
+
+
+def test_models_selects_seed_replicas_with_their_parents_only_with_seeds():
+    paths = default_paths("smoke")
+    roles = (*ROLES, *SEED_ROLES)
+    experiments = load_experiments(paths, "smoke", (), roles)
+    selected, bicubic = _selected_roles(["moeisr-lte-seed2"], experiments, roles)
+    assert [r.name for r in selected] == ["lte", "moeisr_lte_seed2"] and not bicubic
+    with pytest.raises(UserError, match="seed replicas need --seeds"):
+        _selected_roles(["moeisr-lte-seed2"], load_experiments(paths, "smoke"))
+
+
+def test_seed_grid_keeps_the_scales_up_to_x4_at_the_default_setting():
+    grid = Grid(sets=["Set5", "B100"], scales=[2.0, 3.0, 4.0, 6.0, 12.0], knobs=[None, 0.5], limit={"B100": 25})
+    seeds = seed_grid(grid)
+    assert (seeds.sets, seeds.scales, seeds.knobs, seeds.limit) == (["Set5", "B100"], [2.0, 3.0, 4.0], [None],
+                                                                    {"B100": 25})  # fmt: skip
+    assert seed_grid(Grid(sets=["Set5"], scales=[6.0])) is None
+
+
+def test_cpu_bundle_of_the_seed_replicas_stays_under_its_budget():
+    experiments = load_experiments(default_paths("cpu"), "cpu", (), (*ROLES, *SEED_ROLES))
+    total = 0
+    for role in SEED_ROLES:
+        state = build_model(experiments[role.name]).state_dict()
+        total += sum(t.numel() * t.element_size() for t in state.values())
+    assert total / 1e6 < SEED_BUNDLE_LIMIT_MB["cpu"] * 0.98  # weights; the checkpoint container adds a few kB per file

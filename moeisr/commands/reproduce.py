@@ -38,8 +38,8 @@ def add_parser(subparsers) -> None:
         default=None,
         metavar="M,M,...",
         help="train and evaluate only these models (bicubic, liif, lte, moeisr-liif, moeisr-lte, liif-equal-budget, "
-        "lte-equal-budget) and the ones they start from, e.g. one job per model sharing --cache; with --stages "
-        "train,eval, then run --stages report once all are done",
+        "lte-equal-budget, lm-lte; with --seeds also moeisr-liif-seed1, ...) and the ones they start from, e.g. "
+        "one job per model sharing --cache; with --stages train,eval, then run --stages report once all are done",
     )
     parser.add_argument(
         "--full",
@@ -47,11 +47,20 @@ def add_parser(subparsers) -> None:
         help="recompute every row from the checkpoints (into CACHE/full-<commit>.jsonl) instead of reusing the cache "
         "and recomputing a fixed sample (the default, 'verified' mode)",
     )
+    parser.add_argument(
+        "--seeds",
+        action="store_true",
+        help="also fine-tune MoEISR and the equal-budget controls with training seeds 1 and 2 from the same parents "
+        "and evaluate them at x2-x4 (models moeisr-liif-seed1, ...; the report's Seeds table and seed spread); off "
+        "until their cpu checkpoints are committed",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    run_reproduce(large_scales=args.large_scales, models=args.models, full=args.full, **pipeline_options(args))
+    run_reproduce(
+        large_scales=args.large_scales, models=args.models, full=args.full, seeds=args.seeds, **pipeline_options(args)
+    )
     return 0
 
 

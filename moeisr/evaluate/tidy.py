@@ -3,6 +3,8 @@ labels and the usual row order."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
@@ -11,6 +13,29 @@ MODEL_ORDER = (
     "bicubic", "liif", "liif-equal-budget", "liif-d1", "liif-d2", "liif-d3", "moeisr-liif", "lm-liif",
     "lte", "lte-equal-budget", "lte-d1", "lte-d2", "moeisr-lte", "lm-lte",
 )  # fmt: skip
+
+
+SEED_MARK = "-seed"  # a seed replica's `model` value: "<model>-seed<k>", the model trained with train.seed=k
+_REPLICA = re.compile(r"^(?P<model>.+)-seed(?P<seed>\d+)$")
+
+
+def replica_name(model: str, seed: int) -> str:
+    """The `model` value of `model`'s replica trained with seed `seed`: 'moeisr-liif' → 'moeisr-liif-seed1'."""
+    return f"{model}{SEED_MARK}{seed}"
+
+
+def replica_of(model: str) -> tuple[str, int] | None:
+    """(the main model, the seed) of a seed replica's `model` value, or None for any other model."""
+    match = _REPLICA.match(str(model))
+    return (match["model"], int(match["seed"])) if match else None
+
+
+def model_rank(model: str) -> tuple[int, int]:
+    """Sort key of a `model` value: its place in MODEL_ORDER (unknown models after), seed replicas right after
+    their main model, by seed."""
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    main, seed = replica_of(model) or (model, -1)
+    return order.get(main, len(order)), seed
 
 
 def dataset_label(name: str, n: int, total: int | None) -> str:

@@ -17,6 +17,12 @@ Stages, each optional, always in this order:
 - **report**: main.csv, tables/, figures/, REPORT.md and timings.json; the rows computed in this run's eval stage
   are also compared with the `main.csv` found before it.
 
+`seeds` (CLI `--seeds`) adds the seed replicas `SEED_ROLES` (issue 21, item 3): the MoEISR models and their
+equal-budget controls fine-tuned again from the same parent bundles with `train.seed` 1 and 2 (experiment
+`<experiment>_seed<k>`, model column `<model>-seed<k>`), evaluated at the grid's scales up to ×4 at the default
+setting; the report then has a Seeds table and the reading weighs MoEISR's ΔPSNR against its seed spread. Off by
+default until their cpu bundles are committed; then they join the default roles.
+
 `models` (CLI `--models`) restricts the train and eval stages to some rows of the `model` column and the experiments
 they start from, so that separate jobs (e.g. one per model on a cluster) can share one cache; the report stage then
 runs alone, once every row is there.
@@ -49,7 +55,7 @@ from moeisr.evaluate import pictures, recheck
 from moeisr.evaluate.cache import REQUIRED_COLUMNS, ResultsCache, key_of
 from moeisr.evaluate.recheck import read_rows_csv
 from moeisr.evaluate.runner import Grid, bicubic_entry, checkpoint_entry, evaluate, grid_keys
-from moeisr.evaluate.tidy import MODEL_ORDER, dataset_label, sort_cells
+from moeisr.evaluate.tidy import dataset_label, model_rank, replica_name, sort_cells
 from moeisr.flops.per_image import ArchitectureFlops, encoder_flops_per_lr_pixel
 from moeisr.io import atomic_write_text
 from moeisr.models.base import compute_knob
@@ -66,11 +72,24 @@ class Role:
     """An experiment file of `experiments/` and the name its rows carry in the `model` column.
 
     evaluated: False for an experiment reproduced only as the parent of others (its grid rows are not computed).
+    seed: a seed replica's `train.seed` (None: the experiment as specified); a replica starts from the same parent
+    bundle as the experiment and is evaluated at the grid's scales up to ×4 only (`seed_grid`).
     """
 
     experiment: str
     model: str
     evaluated: bool = True
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The name of its bundle, run folder and log: the experiment's, `<experiment>_seed<k>` for a replica."""
+        return self.experiment if self.seed is None else f"{self.experiment}_seed{self.seed}"
+
+
+def seed_role(role: Role, seed: int) -> Role:
+    """The replica of `role` trained with `train.seed=seed` (model column `<model>-seed<seed>`)."""
+    return Role(role.experiment, replica_name(role.model, seed), seed=seed)
 
 
 ROLES = (  # parents before the experiments initialised from them
@@ -85,6 +104,12 @@ ROLES = (  # parents before the experiments initialised from them
     Role("lte_equal", "lte-equal-budget"),
     Role("lm_lte", "lm-lte"),
 )
+# Seed replicas (issue 21, item 3): the models whose comparison is the report's verdict, twice more each. Not in
+# the default roles until their cpu bundles are committed (`reproduce(..., seeds=True)`, CLI --seeds).
+SEEDS = (1, 2)
+SEEDED = ("moeisr_liif", "moeisr_lte", "liif_equal", "lte_equal")
+SEED_ROLES = tuple(seed_role(r, k) for r in ROLES if r.experiment in SEEDED for k in SEEDS)
+SEED_MAX_SCALE = 4.0  # replicas are evaluated at the grid's scales up to this one
 # LMF's CMSR sweep (the knob `cmsr_mse`, official units: MSE on [-1, 1] images; 2e-5 is the official default):
 # extra rows of the LMF models at the grid's scales above ×4, where CMSR acts, drawn as curves in the figure.
 CMSR_KNOBS = (5e-6, 2e-5, 1e-4)
@@ -93,6 +118,7 @@ LARGE_SCALES: dict[str, tuple[float, ...]] = {"paper": (18.0, 24.0, 30.0)}  # cp
 MIN_LR_SIDE = 16  # px: a set gets the large scales only if all its evaluated LR images keep this much
 FIGURE_SCALE = 4  # integer, so that the crops' LR windows align exactly with the HR
 BUNDLE_LIMIT_MB = {"cpu": 30.0}  # the committed cpu checkpoints must stay small
+SEED_BUNDLE_LIMIT_MB = {"cpu": 20.0}  # and the seed replicas' (4 models × 2 seeds, ~19 MB at the cpu widths)
 
 
 @dataclass(frozen=True)
@@ -160,20 +186,31 @@ def default_paths(
     return Paths(Path(results).expanduser(), runs_root, Path(cache).expanduser(), experiments)
 
 
-def load_experiments(paths: Paths, profile: str, overrides: Sequence[str] = ()) -> dict[str, Experiment]:
-    """Every experiment of ROLES under `profile` with `overrides`, keyed by experiment name.
+def load_experiments(
+    paths: Paths, profile: str, overrides: Sequence[str] = (), roles: Sequence[Role] = ROLES
+) -> dict[str, Experiment]:
+    """Every experiment of `roles` under `profile` with `overrides`, keyed by role name (`Role.name`).
 
     An `init_from` experiment's parent is replaced by the loaded (overridden) parent, so that the chained config
-    hashes describe what is actually trained.
+    hashes describe what is actually trained. A seed replica is its experiment with `train.seed=<seed>` and
+    `name=<role name>` after `overrides` (so its config hash differs, its parent is the experiment's); UserError
+    when that seed is the experiment's own (listed before it in `roles`).
     """
     loaded: dict[str, Experiment] = {}
-    for role in ROLES:
-        experiment = load_experiment(paths.experiments / f"{role.experiment}.yaml", profile, list(overrides))
-        loaded[role.experiment] = with_loaded_parent(
+    for role in roles:
+        extra = [] if role.seed is None else [f"train.seed={role.seed}", f"name={role.name}"]
+        experiment = load_experiment(paths.experiments / f"{role.experiment}.yaml", profile, [*overrides, *extra])
+        main = loaded.get(role.experiment) if role.seed is not None else None
+        if main is not None and main.train.seed == role.seed:
+            raise UserError(
+                f"{experiment.path}: the seed replica {role.name} would repeat the experiment, whose train.seed is "
+                f"already {role.seed}"
+            )
+        loaded[role.name] = with_loaded_parent(
             experiment,
             loaded,
             f"{experiment.path}: init_from {experiment.init_from!r} is not one of the reproduced "
-            f"experiments ({', '.join(r.experiment for r in ROLES)})",
+            f"experiments ({', '.join(r.name for r in roles)})",
         )
     return loaded
 
@@ -193,6 +230,15 @@ def eval_grid(experiments: dict[str, Experiment]) -> Grid:
             )
     limits = {s: first.limit_for(s) for s in first.sets if first.limit_for(s) is not None}
     return Grid(sets=list(first.sets), scales=[float(s) for s in first.scales], knobs=list(first.knobs), limit=limits)
+
+
+def seed_grid(grid: Grid) -> Grid | None:
+    """The seed replicas' grid: `grid`'s sets and scales up to `SEED_MAX_SCALE`, default setting only; None when
+    the grid has no such scale."""
+    scales = [s for s in grid.scales if s <= SEED_MAX_SCALE]
+    if not scales:
+        return None
+    return Grid(sets=list(grid.sets), scales=scales, knobs=[None], limit=dict(grid.limit), protocol=grid.protocol)
 
 
 def large_scale_grid(grid: Grid, scales: Sequence[float], root=None) -> tuple[Grid | None, list[str]]:
@@ -225,9 +271,8 @@ def grid_rows(cache: ResultsCache, keys: Sequence, config_hashes: dict[str, str]
     if selected.empty:
         return selected
     selected.insert(REQUIRED_COLUMNS.index("ckpt_hash") + 1, "config_hash", selected["model"].map(config_hashes))
-    rank = {m: i for i, m in enumerate(MODEL_ORDER)}
     selected = sort_cells(selected)  # dataset, scale, knob, image; then models in MODEL_ORDER (stable)
-    selected = selected.sort_values("model", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
+    selected = selected.sort_values("model", key=lambda c: c.map(model_rank), kind="stable")  # replicas after theirs
     return selected.reset_index(drop=True)
 
 
@@ -268,6 +313,7 @@ def reproduce(
     command: str | None = None,
     models: Sequence[str] | None = None,
     full: bool = False,
+    seeds: bool = False,
 ) -> ReproduceResult:
     """Run the stages (module docstring) for `profile` and return what was done.
 
@@ -279,6 +325,8 @@ def reproduce(
     user-fixable problems (an unknown stage or model, a run folder of another configuration, a missing checkpoint
     when the train stage is skipped). full: recompute every row (into `<cache>/full-<commit>.jsonl`) instead of
     reusing the cache and rechecking a sample; a recheck outside the tolerance raises UserError after the report.
+    seeds: also train and evaluate the seed replicas `SEED_ROLES` (module docstring); off by default until their
+    cpu bundles are committed, when they become part of the default roles.
     """
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -290,8 +338,9 @@ def reproduce(
     paths = default_paths(profile, results, runs, cache)
     commit = current_commit()
     command = command or f"moeisr reproduce --profile {profile}"
-    experiments = load_experiments(paths, profile, overrides)
-    roles, with_bicubic = _selected_roles(models, experiments)
+    all_roles = (*ROLES, *SEED_ROLES) if seeds else ROLES
+    experiments = load_experiments(paths, profile, overrides, all_roles)
+    roles, with_bicubic = _selected_roles(models, experiments, all_roles)
     grid = eval_grid(experiments)
     large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
     grids = [g for g in (grid, large) if g is not None]
@@ -310,17 +359,22 @@ def reproduce(
     started = time.monotonic()
     checkpoints: dict[str, CheckpointInfo] = {}
     for role in roles:
-        experiment = experiments[role.experiment]
+        experiment = experiments[role.name]
         parent = checkpoints[experiment.init_from].path if experiment.init_from else None
-        checkpoints[role.experiment] = prepare_named(
-            role.experiment, experiment, paths, profile, parent=parent, log=log, retrain=retrain,
+        checkpoints[role.name] = prepare_named(
+            role.name, experiment, paths, profile, parent=parent, log=log, retrain=retrain,
             allow_training="train" in stages, device=device, progress=progress,
         )  # fmt: skip
     result.checkpoints = checkpoints
-    total_mb = sum(info.path.stat().st_size for info in checkpoints.values()) / 1e6
-    limit = BUNDLE_LIMIT_MB.get(profile)
-    if limit is not None and total_mb > limit:
-        log(f"[train] WARNING: the bundled checkpoints take {total_mb:.1f} MB, above the {limit:.0f} MB budget")
+    bundle_mb = {"main": 0.0, "seed": 0.0}  # the main roles' bundles and the seed replicas', each with its budget
+    for role in roles:
+        bundle_mb["main" if role.seed is None else "seed"] += checkpoints[role.name].path.stat().st_size / 1e6
+    total_mb = sum(bundle_mb.values())
+    for kind, limits in (("main", BUNDLE_LIMIT_MB), ("seed", SEED_BUNDLE_LIMIT_MB)):
+        limit = limits.get(profile)
+        if limit is not None and bundle_mb[kind] > limit:
+            what = "bundled checkpoints" if kind == "main" else "seed replicas' bundled checkpoints"
+            log(f"[train] WARNING: the {what} take {bundle_mb[kind]:.1f} MB, above the {limit:.0f} MB budget")
     if "train" in stages:
         trained = [n for n, c in checkpoints.items() if c.status != "reused"]
         details = f"trained or bundled: {', '.join(trained) or 'none'}; bundle {total_mb:.1f} MB"
@@ -330,10 +384,17 @@ def reproduce(
     # ---- evaluate ---------------------------------------------------------------------------------
     evaluated = [r for r in roles if r.evaluated and (models is None or r.model in models)]
     entries = [bicubic_entry()] if with_bicubic else []
-    entries += [checkpoint_entry(checkpoints[r.experiment].path, name=r.model, device=device) for r in evaluated]
+    entries += [
+        checkpoint_entry(checkpoints[r.name].path, name=r.model, device=device) for r in evaluated if r.seed is None
+    ]
+    replicas = [checkpoint_entry(checkpoints[r.name].path, name=r.model, device=device)
+                for r in evaluated if r.seed is not None]  # fmt: skip
+    replica_grid = seed_grid(grid)
     cache_file = paths.cache / f"full-{commit}.jsonl" if full else paths.cache_file
     cache_store = ResultsCache(cache_file)
     runs = [(g, entries) for g in grids] + knob_runs(grid, entries)  # (grid, the entries evaluated on it)
+    if replicas and replica_grid is not None:
+        runs.append((replica_grid, replicas))
     keys = list(dict.fromkeys(k for g, on in runs for k in grid_keys(on, g)))
     result.mode = "full" if full else "verified"
     if "eval" in stages:
@@ -357,6 +418,8 @@ def reproduce(
     if "check" in stages and not full:
         started = time.monotonic()
         items = recheck.sample_items(entries, grid, MODEL_NAMES)
+        if replicas and replica_grid is not None:  # checked like the main models, on the same sampled images
+            items += recheck.sample_items(replicas, replica_grid, [e.name for e in replicas])
         log(f"[check] recomputing {len(items)} sampled rows from the checkpoints (seed {recheck.SAMPLE_SEED})")
         fresh = recheck.recompute(
             items, grid, device=device, flops_fn=ArchitectureFlops(), progress=progress, commit=commit
@@ -376,7 +439,7 @@ def reproduce(
     # ---- report: publish the data the report draws ----------------------------------------------
     if "report" in stages:
         started = time.monotonic()
-        hashes = {r.model: experiments[r.experiment].config_hash for r in ROLES} | {"bicubic": ""}
+        hashes = {r.model: experiments[r.name].config_hash for r in all_roles} | {"bicubic": ""}
         rows = grid_rows(cache_store, keys, hashes)
         if rows.empty:
             raise UserError(f"{cache_file} holds no row of this grid; run the eval stage first")
@@ -390,10 +453,10 @@ def reproduce(
         eval_check = _eval_stage_check(read_rows_csv(paths.main_csv), rows, result, log)
         atomic_write_text(paths.main_csv, rows.to_csv(index=False))
         sizes = set_sizes(grid.sets)
-        pictures = _write_pictures(entries, grid, paths.figures / "data", device)
+        pictures = _write_pictures(entries, grid, paths.figures / "data", device)  # the main models only
         record_stage(stage_times, "report", time.monotonic() - started, f"{len(rows)} rows", commit, did_work=True)
         moe = [e for e in entries if e.model is not None and e.model.has_routing_loss]
-        offsets = _step_offsets(checkpoints, experiments)
+        offsets = _step_offsets(checkpoints, experiments, all_roles)
         manifest = {
             "profile": profile,
             "commit": commit,
@@ -402,18 +465,18 @@ def reproduce(
             "rows_computed": result.rows_computed,
             "experiments": [
                 {
-                    **checkpoints[r.experiment].summary(),
-                    "experiment": r.experiment,
+                    **checkpoints[r.name].summary(),
+                    "experiment": r.name,
                     "model": r.model,
-                    "checkpoint": _relative(checkpoints[r.experiment].path, paths.results),
+                    "checkpoint": _relative(checkpoints[r.name].path, paths.results),
                 }
-                for r in ROLES
+                for r in all_roles
             ],
             "grid_lines": _grid_lines(grid, large, too_small, sizes, profile),
             "notes": _notes(profile, experiments),
             "set_sizes": sizes,
-            "log_offsets": {r.model: offsets[r.experiment] for r in ROLES if experiments[r.experiment].init_from},
-            "budget_steps": {r.model: offsets[r.experiment] + _steps(checkpoints[r.experiment]) for r in ROLES},
+            "log_offsets": {r.model: offsets[r.name] for r in all_roles if experiments[r.name].init_from},
+            "budget_steps": {r.model: offsets[r.name] + _steps(checkpoints[r.name]) for r in all_roles},
             "encoder_flops_per_lr_pixel": {e.name: encoder_flops_per_lr_pixel(e.model) for e in entries if e.model},
             "deepest_expert": {e.name: e.model.n_experts - 1 for e in moe},
             "experts": {e.name: _expert_info(e.model) for e in moe},
@@ -421,8 +484,13 @@ def reproduce(
             "recheck_file": RECHECK_CSV if result.recheck is not None else None,
             "figure_scale": FIGURE_SCALE,
             "pictures": pictures,
-            "logs": {r.model: f"logs/{r.experiment}.csv" for r in ROLES},
+            "logs": {r.model: f"logs/{r.name}.csv" for r in all_roles},
         }
+        if seeds:  # the training seed of every model with replicas and of its replicas (the Seeds table's labels)
+            seeded = {r.experiment for r in SEED_ROLES}
+            manifest["seeds"] = {
+                r.model: experiments[r.name].train.seed for r in all_roles if r.evaluated and r.experiment in seeded
+            }
         atomic_write_text(paths.results / RUN_FILE, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         log(f"[report] wrote {paths.main_csv}, {paths.results / RUN_FILE} and the pictures in {paths.figures}/data")
     result.timings = save_timings(paths.timings, timings, loaded)
@@ -431,23 +499,28 @@ def reproduce(
 
 MODEL_NAMES = ("bicubic", *(r.model for r in ROLES))
 EVALUATED_MODELS = ("bicubic", *(r.model for r in ROLES if r.evaluated))  # the `model` values of the grid's rows
+SEED_MODEL_NAMES = tuple(r.model for r in SEED_ROLES)  # with seeds: their rows at the scales up to ×4
 
 
-def _selected_roles(models: Sequence[str] | None, experiments: dict[str, Experiment]) -> tuple[list[Role], bool]:
-    """(the roles to prepare: those of `models` and the experiments they start from, in ROLES order; whether
+def _selected_roles(
+    models: Sequence[str] | None, experiments: dict[str, Experiment], roles: Sequence[Role] = ROLES
+) -> tuple[list[Role], bool]:
+    """(the roles to prepare: those of `models` and the experiments they start from, in `roles` order; whether
     bicubic is evaluated). None selects everything. UserError for an unknown or empty selection."""
     if models is None:
-        return list(ROLES), True
-    unknown = [m for m in models if m not in MODEL_NAMES]
+        return list(roles), True
+    names = ("bicubic", *(r.model for r in roles))
+    unknown = [m for m in models if m not in names]
     if unknown or not models:
         found = f"unknown model {unknown[0]!r}" if unknown else "no model selected"
-        raise UserError(f"{found}; choose from {', '.join(MODEL_NAMES)}")
-    needed = {r.experiment for r in ROLES if r.model in models}
-    for role in reversed(ROLES):  # children after their parents in ROLES: walk back to add every ancestor
-        parent = experiments[role.experiment].init_from
-        if role.experiment in needed and parent is not None:
+        hint = " (seed replicas need --seeds)" if unknown and unknown[0] in SEED_MODEL_NAMES else ""
+        raise UserError(f"{found}{hint}; choose from {', '.join(names)}")
+    needed = {r.name for r in roles if r.model in models}
+    for role in reversed(roles):  # children after their parents in `roles`: walk back to add every ancestor
+        parent = experiments[role.name].init_from
+        if role.name in needed and parent is not None:
             needed.add(parent)
-    return [r for r in ROLES if r.experiment in needed], "bicubic" in models
+    return [r for r in roles if r.name in needed], "bicubic" in models
 
 
 def knob_runs(grid: Grid, entries) -> list[tuple[Grid, list]]:
@@ -480,13 +553,15 @@ def _steps(info: CheckpointInfo) -> int:
     return int(steps) if steps is not None else int(info.experiment.optim.max_steps)
 
 
-def _step_offsets(checkpoints: dict[str, CheckpointInfo], experiments: dict[str, Experiment]) -> dict[str, int]:
-    """Per experiment of ROLES: the training steps of the chain it starts from (0 for a model trained from scratch),
-    so that step offset + own steps is its whole training budget."""
+def _step_offsets(
+    checkpoints: dict[str, CheckpointInfo], experiments: dict[str, Experiment], roles: Sequence[Role] = ROLES
+) -> dict[str, int]:
+    """Per role name: the training steps of the chain it starts from (0 for a model trained from scratch), so that
+    step offset + own steps is its whole training budget."""
     offsets: dict[str, int] = {}
-    for role in ROLES:  # parents first
-        parent = experiments[role.experiment].init_from
-        offsets[role.experiment] = 0 if parent is None else offsets[parent] + _steps(checkpoints[parent])
+    for role in roles:  # parents first
+        parent = experiments[role.name].init_from
+        offsets[role.name] = 0 if parent is None else offsets[parent] + _steps(checkpoints[parent])
     return offsets
 
 

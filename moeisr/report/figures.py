@@ -143,7 +143,8 @@ def psnr_vs_gflops(
     )
     title = "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)"
     if not curves.empty:
-        means = pd.concat([means, curves], ignore_index=True)
+        # an empty part (no ablation sweep) makes pandas 3 concatenate "curve" as object: keep it boolean
+        means = pd.concat([means, curves], ignore_index=True).astype({"curve": bool})
         title += "; lines: compute-knob sweeps"
     return dataset_scale_figure(
         means, _model_markers, path, title, panel_size=(2.4, 2.2), legend_width=1.6, set_sizes=set_sizes

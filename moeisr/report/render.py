@@ -67,7 +67,8 @@ def render_results(results: str | Path, log=print) -> Path:
         raise UserError(f"{results}: no {RUN_FILE} and main.csv to render; run `moeisr reproduce` first")
     run = json.loads(run_path.read_text(encoding="utf-8"))
     all_rows = recheck.read_rows_csv(main_csv)
-    rows = tables.without_all_deepest(all_rows)  # MoEISR's all-deepest rows feed the decomposition only
+    with_replicas = tables.without_all_deepest(all_rows)  # MoEISR's all-deepest rows feed the decomposition only
+    rows = tables.without_seed_replicas(with_replicas)  # the seed replicas' feed the Seeds table and the reading
     sizes = run["set_sizes"]
     tables_dir, figures_dir = results / "tables", results / "figures"
 
@@ -86,6 +87,9 @@ def render_results(results: str | Path, log=print) -> Path:
     )
     if efficiency is not None:
         rendered["Efficiency methods: MoEISR and LMF"] = ("efficiency.md", efficiency)
+    seeds = tables.seeds_table(with_replicas, sizes, run.get("seeds"))
+    if seeds is not None:
+        rendered["Seeds"] = ("seeds.md", seeds)
     out_tables = {}
     for title, (name, markdown) in rendered.items():
         atomic_write_text(tables_dir / name, f"# {title}\n\n{markdown}")
@@ -106,7 +110,8 @@ def render_results(results: str | Path, log=print) -> Path:
     crops = read_crops((results / run["pictures"]["crops"]).parent)
     if crops is not None:
         add("Qualitative crops", figures.qualitative_figure(crops, figures_dir / "qualitative.png", scale))
-    logs = {m: pd.read_csv(results / f) for m, f in run["logs"].items() if (results / f).is_file()}
+    logs = {m: pd.read_csv(results / f) for m, f in run["logs"].items()
+            if (results / f).is_file() and tables.replica_of(m) is None}  # fmt: skip
     add("Learning curves", figures.learning_curves(logs, run["log_offsets"], figures_dir / "learning_curves.png"))
 
     inputs = ReportInputs(
@@ -117,7 +122,7 @@ def render_results(results: str | Path, log=print) -> Path:
         grid_lines=run["grid_lines"],
         timings=read_json_object(results / TIMINGS_FILE),
         check_markdown=reproduction_markdown(run, all_rows, results),
-        paragraphs=reading(rows, sizes, run["deepest_expert"]),
+        paragraphs=reading(with_replicas, sizes, run["deepest_expert"]),
         tables=out_tables,
         figures=out_figures,
         notes=run["notes"],

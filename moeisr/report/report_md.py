@@ -16,9 +16,11 @@ import pandas as pd
 
 from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
 from moeisr.provenance import machine
-from moeisr.report.tables import FAMILIES, Family, family_cells, frontier_pairs, pixel_shares
+from moeisr.report.tables import FAMILIES, Family, family_cells, frontier_pairs, pixel_shares, seed_spread
 
 STAGE_ORDER = {"train": 0, "eval": 1, "check": 2, "report": 3}
+SEED_SPREAD = "seed spread of ΔPSNR (dB)"
+WITHIN_SEEDS = "within seed spread"
 
 
 def _paired(frame: pd.DataFrame, a: str, b: str) -> pd.Series:
@@ -39,8 +41,12 @@ def comparison_rows(
     interval (`moeisr.metrics.paired`), the range of the cell means, pairs better/worse, FLOPs saved (% of the second
     model's, mean and range over cells), the deepest expert's share of pixels (range over cells, MoEISR rows),
     verdict and what decided it (the interval, or the practical floor).
+
+    With seed replicas in `frame` (`<model>-seed<k>` rows, `tables.seed_spread`), a column SEED_SPREAD: for MoEISR
+    against the equal budget, the max − min over training seeds of that ΔPSNR (≤ ×4 pairs; "–" elsewhere); when
+    |ΔPSNR| is below it, the verdict is WITHIN_SEEDS, decided by the seeds. Without replicas the table is unchanged.
     """
-    out = []
+    out, spreads = [], {}
     for family in families:
         cells = family_cells(frame, family)
         if cells.empty:
@@ -68,13 +74,22 @@ def comparison_rows(
         for label, a, b, d_cells, saved in comparisons:
             stats = paired_bootstrap(_paired(frame, a, b))
             out.append(_comparison_row(label, cells, stats, d_cells, saved, share if a == family.moe else "–"))
+            spread = seed_spread(frame, a, b) if (a, b) == (family.moe, family.equal) else None
+            if spread is not None:
+                spreads[len(out) - 1] = spread[1]
+                if abs(stats.mean) < spread[1]:
+                    out[-1].update(verdict=WITHIN_SEEDS, **{"decided by": "seeds"})
         pairs = frontier_pairs(frame, family)
         if not pairs.empty and pairs["d_psnr_frontier"].notna().all():
             per_cell = pairs.groupby(["dataset", "scale"])["d_psnr_frontier"].mean()
             stats = paired_bootstrap(pairs["d_psnr_frontier"])
             label = f"{family.moe_label} vs the dense {family.label} frontier (interpolated at its GFLOPs)"
             out.append(_comparison_row(label, cells, stats, per_cell, 0 * cells["saved_pct"], share))
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    if spreads:
+        table.insert(table.columns.get_loc("verdict"), SEED_SPREAD,
+                     [f"{spreads[i]:.3f}" if i in spreads else "–" for i in range(len(table))])  # fmt: skip
+    return table
 
 
 def _comparison_row(label, cells, stats, d_cells, saved, share) -> dict:
@@ -231,15 +246,22 @@ def reading(
         if rows.empty:
             continue
         r = rows.iloc[0]
-        relation = {"worse": "is worse than", "better": "is better than"}.get(r["verdict"], "matches")
+        relation = {"worse": "is worse than", "better": "is better than", WITHIN_SEEDS: "is within the seed spread of"}
+        spread = f", seed spread {r[SEED_SPREAD]} dB" if r.get(SEED_SPREAD, "–") != "–" else ""
         sentences.append(
-            f"{family.moe_label} {relation} the equal-budget {family.label} ({r['ΔPSNR (dB)']:+.3f} dB, 95% CI "
-            f"{r['95% CI']}, decided by the {r['decided by']}) at {r['FLOPs saved (%)']:.1f}% fewer FLOPs."
+            f"{family.moe_label} {relation.get(r['verdict'], 'matches')} the equal-budget {family.label} "
+            f"({r['ΔPSNR (dB)']:+.3f} dB, 95% CI {r['95% CI']}{spread}, decided by the {r['decided by']}) at "
+            f"{r['FLOPs saved (%)']:.1f}% fewer FLOPs."
         )
     lead = (
         "Verdicts come from the 95% paired bootstrap interval over images (2000 resamples, seed 0); a difference "
         f"below {FLOOR_DB:g} dB is not counted as a finding."
     )
+    if SEED_SPREAD in table:
+        lead += (
+            " Nor is a ΔPSNR smaller than its seed spread: the range of that ΔPSNR over training seeds, each seed's "
+            "MoEISR against the same seed's equal-budget backbone (Seeds table; pairs up to ×4)."
+        )
     return [table.to_markdown(index=False, disable_numparse=True), " ".join(sentences), lead]
 
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from moeisr.evaluate.tidy import MATCH_KEYS, MODEL_ORDER, SET_ORDER, dataset_label, sort_cells  # noqa: F401
+from moeisr.evaluate.tidy import (  # noqa: F401
+    MATCH_KEYS,
+    MODEL_ORDER,
+    SET_ORDER,
+    dataset_label,
+    model_rank,
+    replica_name,
+    replica_of,
+    sort_cells,
+)
 from moeisr.report.published import PUBLISHED_CSV, PublishedResult, bicubic_psnr, published_results
 
 FLOPS_HEADER = "GFLOPs, fvcore: 1 MAC = 1 FLOP"
@@ -189,6 +198,117 @@ def frontier_pairs(frame: pd.DataFrame, family: Family, model: str | None = None
                                for x, g, p, ok in zip(at, gflops, psnr, inside, strict=True)]  # fmt: skip
     merged["d_psnr_frontier"] = merged["moe_psnr"] - merged["frontier_psnr"]
     return merged[IMAGE_KEYS + ["moe_psnr", "moe_gflops", "frontier_psnr", "d_psnr_frontier"]]
+
+
+# ------------------------------------------------------------------------------------------ seeds
+
+SEED_MAX_SCALE = 4.0  # the seed replicas' rows: the grid's scales up to ×4, default setting
+
+
+def without_seed_replicas(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` without the seed replicas' rows (`<model>-seed<k>`), which only the Seeds table and the reading's
+    seed spread read."""
+    return frame[[replica_of(m) is None for m in frame["model"]]]
+
+
+def seed_versions(frame: pd.DataFrame, model: str) -> dict[int | None, str]:
+    """{None: `model`, k: its replica trained with seed k, ...} for the replicas with rows in `frame`, by seed;
+    {} when `model` has no replica."""
+    replicas = [replica_of(m) for m in set(frame["model"])]
+    seeds = sorted(r[1] for r in replicas if r is not None and r[0] == model)
+    return {None: model, **{k: replica_name(model, k) for k in seeds}} if seeds else {}
+
+
+def _seed_pairs(frame: pd.DataFrame, versions: Mapping[str, str]) -> pd.DataFrame:
+    """Per image × scale ≤ SEED_MAX_SCALE where every model of `versions` (column → model) has a default row: their
+    PSNRs, one column each."""
+    merged = None
+    for column, model in versions.items():
+        rows = _per_image(frame[frame["scale"] <= SEED_MAX_SCALE], model, "x")[IMAGE_KEYS + ["x_psnr"]]
+        rows = rows.rename(columns={"x_psnr": column})
+        merged = rows if merged is None else merged.merge(rows, on=IMAGE_KEYS)
+    return pd.DataFrame() if merged is None else merged
+
+
+def seed_spread(frame: pd.DataFrame, a: str, b: str) -> tuple[dict[int | None, float], float] | None:
+    """The seed spread of `a` − `b`: ({seed: mean over image × scale pairs (≤ ×4) of a's replica with that seed
+    minus b's}, max − min over seeds), the main models pairing as seed None, on the pairs every seed of both has;
+    None without at least two seeds that both models have."""
+    seeds = [k for k in seed_versions(frame, a) if k in seed_versions(frame, b)]
+    if len(seeds) < 2:
+        return None
+    versions = {f"a{k}": (a if k is None else replica_name(a, k)) for k in seeds}
+    versions |= {f"b{k}": (b if k is None else replica_name(b, k)) for k in seeds}
+    pairs = _seed_pairs(frame, versions)
+    if pairs.empty:
+        return None
+    deltas = {k: float((pairs[f"a{k}"] - pairs[f"b{k}"]).mean()) for k in seeds}
+    return deltas, max(deltas.values()) - min(deltas.values())
+
+
+def _seed_label(seed: int | None, main_seeds: Mapping[str, int], model: str) -> str:
+    return f"seed {main_seeds.get(model, 0)} (main)" if seed is None else f"seed {seed}"
+
+
+def seeds_table(
+    frame: pd.DataFrame,
+    set_sizes: Mapping[str, int] | None = None,
+    main_seeds: Mapping[str, int] | None = None,
+    families: Sequence[Family] = FAMILIES,
+) -> str | None:
+    """Markdown: per model with seed replicas, its cell mean PSNR (dB) per training seed at the scales up to ×4 and
+    the spread (max − min over seeds), then over all image × scale pairs; per family, MoEISR's ΔPSNR against the
+    equal-budget backbone per seed (replica k against replica k) and its spread. None without replicas.
+
+    main_seeds: the main models' own `train.seed` (run.json's "seeds"; 0 when missing), for the column labels."""
+    main_seeds = main_seeds or {}
+    models = sorted({r[0] for m in set(frame["model"]) if (r := replica_of(m)) is not None}, key=model_rank)
+    sections = [
+        "Each model with seed replicas is fine-tuned again from the same parent checkpoint with other training seeds "
+        f"and evaluated at the scales up to ×{SEED_MAX_SCALE:g} (default setting). PSNR in dB, means per image over "
+        "the images every seed of the model has; spread = max − min over seeds. A difference between models smaller "
+        "than the seed spread is not a finding (the reading applies this to MoEISR against the equal budget)."
+    ]
+    for model in models:
+        versions = seed_versions(frame, model)
+        columns = {_seed_label(k, main_seeds, model): name for k, name in versions.items()}
+        pairs = _seed_pairs(frame, columns)
+        if pairs.empty:
+            continue
+        cells = pairs.groupby(["dataset", "scale"], sort=False)[list(columns)].mean()
+        cells["n"] = pairs.groupby(["dataset", "scale"], sort=False).size()
+        rows = []
+        for _, c in sort_cells(cells.reset_index()).iterrows():
+            row = {
+                "dataset": dataset_label(c["dataset"], int(c["n"]), (set_sizes or {}).get(c["dataset"])),
+                "scale": _scale_label(c["scale"]),
+                "images": str(int(c["n"])),
+            }
+            row |= {label: _fmt(c[label], 3) for label in columns}
+            row["spread (dB)"] = _fmt(max(c[label] for label in columns) - min(c[label] for label in columns), 3)
+            rows.append(row)
+        means = pairs[list(columns)].mean()
+        summary = {"dataset": "all pairs", "scale": "", "images": str(len(pairs))}
+        summary |= {label: _fmt(means[label], 3) for label in columns}
+        summary["spread (dB)"] = _fmt(float(means.max() - means.min()), 3)
+        sections += [f"### {model}", _markdown([*rows, summary])]
+    deltas = []
+    for family in families:
+        spread = seed_spread(frame, family.moe, family.equal)
+        if spread is None:
+            continue
+        per_seed, width = spread
+        row = {"comparison": f"{family.moe_label} − equal-budget {family.label}"}
+        row |= {_seed_label(k, main_seeds, family.moe): _fmt(d, 3, signed=True) for k, d in per_seed.items()}
+        deltas.append(row | {"spread (dB)": _fmt(width, 3)})
+    if deltas:
+        sections += [
+            "### ΔPSNR per seed",
+            "MoEISR's replica with seed k against the equal-budget backbone's replica with seed k, mean over the "
+            "image × scale pairs (≤ ×4) every seed of both has (dB). The reading's seed spread.",
+            _markdown(deltas),
+        ]
+    return "\n\n".join(sections) + "\n" if len(sections) > 1 else None
 
 
 ALL_DEEPEST_KNOB = "-inf"  # the knob label of MoEISR's all-deepest rows (every pixel to its deepest expert)
