@@ -7,3 +7,4 @@ RECHECK_CSV = "reproduction.csv"  # the sampled recheck, row by row
 TIMINGS_FILE = "timings.json"
 ABLATION_RAW_CSVS = ("rows", "matched", "sweep")  # results/ablations/<name>.csv, the ablation pipeline's raw rows
 ABLATION_META_FILE = "meta.json"  # results/ablations/meta.json, the ablation rows' metadata
+ABLATION_HELDOUT_CSV = "heldout"  # results/ablations/<suite>/heldout.csv: a selecting suite's held-out measurements

@@ -1,14 +1,18 @@
-"""The ablation suite file (`experiments/ablations/ablations.yaml`): factors, rows and per-profile settings.
+"""The ablation suite files (`experiments/ablations/ablations.yaml`, `recipe.yaml`): factors, rows and per-profile
+settings, and for a suite that chooses a recipe its `selection` rule's parameters.
 
 A row is `{name, base, factor, set, note}`: the main experiment `base` (a file of `experiments/`) with the dotted
-overrides `set`, all of them keys of `factor`. A row without a factor is its base's *reference*. Merge order of a
-row's spec (`row_experiment`), lowest first:
+overrides `set`, all of them keys of `factor`. A row without a factor is its base's *reference*. A row with
+`dense_for: <base>` is the dense equal-budget target of that MoEISR base's rows: a reference of its own base (a dense
+experiment such as `liif_equal`) that `check_dense` holds to the same starting checkpoint and the same budget as the
+MoEISR base's reference. Merge order of a row's spec (`row_experiment`), lowest first:
 
     base spec under the profile < CLI --set overrides < profiles.<p>.budget < the row's `set`
 
 `load_suite` checks the file's shape (unknown keys are refused with the nearest valid spelling), `row_experiment`
 merges a row through `moeisr.config.load_experiment` (schema-checked keys) and `check_row` checks that it differs
-from its reference in its factor's keys and nowhere else.
+from its reference in its factor's keys and nowhere else. `check_dense` checks a dense row against its MoEISR
+reference and `check_heldout` a selecting suite's held-out split (never a benchmark or training set).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from moeisr.errors import UserError
 
 SUITE_FILE = Path("ablations") / "ablations.yaml"  # relative to the experiments folder
 SHOW_KINDS = ("value", "n_experts", "expert_family")
-ROW_KEYS = ("name", "base", "factor", "set", "note")
+ROW_KEYS = ("name", "base", "factor", "set", "note", "dense_for")
 FACTOR_KEYS = ("label", "keys", "show")
 PROFILE_KEYS = ("rows", "budget", "grid", "sweep")
 GRID_KEYS = ("sets", "scales", "limit")
 SWEEP_KEYS = ("models", "points", "oracle_levels", "random_seeds")
-TOP_KEYS = ("factors", "rows", "profiles")
+TOP_KEYS = ("factors", "rows", "profiles", "selection")
+# The selection rule's parameters (docs/moeisr.md, "Recipe v2: how it is chosen"; moeisr/report/ablations/recipe.py)
+SELECTION_KEYS = ("min_gain_db", "min_saved_pct", "tolerance_db", "combined_factor")
 BUDGET_SECTIONS = ("optim.", "train.", "data.")
 NOT_COMPARED = ("name", "description")  # spec keys a row may differ in without changing the model or training
 
@@ -54,10 +60,15 @@ class Row:
     factor: str | None = None
     set: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    dense_for: str | None = None  # the MoEISR base this dense row is the equal-budget target of
 
     @property
     def is_reference(self) -> bool:
         return self.factor is None
+
+    @property
+    def is_dense(self) -> bool:
+        return self.dense_for is not None
 
     def overrides(self) -> list[str]:
         """The row's `set` as CLI-style `key=value` strings (values as JSON, which YAML reads back unchanged)."""
@@ -96,11 +107,33 @@ class ProfileSpec:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The selection rule's parameters (docs/moeisr.md, "Recipe v2: how it is chosen"): a knob row passes if its
+    held-out FLOPs saved against the dense target are >= `min_saved_pct` and its held-out PSNR beats the reference's
+    by >= `min_gain_db` (or, when the reference itself misses that floor, loses <= `tolerance_db`); rows of
+    `combined_factor` (if any) are the kept values trained together, which confirm or refuse the combination."""
+
+    min_gain_db: float
+    min_saved_pct: float
+    tolerance_db: float
+    combined_factor: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SELECTION_KEYS}
+
+
+@dataclass(frozen=True)
 class Suite:
     path: Path
     factors: dict[str, Factor]
     rows: tuple[Row, ...]
     profiles: dict[str, Mapping]
+    selection: Selection | None = None
+
+    @property
+    def name(self) -> str:
+        """The file's stem: 'ablations', 'recipe'."""
+        return self.path.stem
 
     def row(self, name: str) -> Row:
         for row in self.rows:
@@ -110,7 +143,15 @@ class Suite:
 
     def reference_of(self, row: Row) -> Row:
         """The reference row of `row`'s base (the row itself for a reference)."""
-        return next(r for r in self.rows if r.is_reference and r.base == row.base)
+        return self.base_reference(row.base)
+
+    def base_reference(self, base: str) -> Row:
+        """The reference row of `base`."""
+        return next(r for r in self.rows if r.is_reference and r.base == base)
+
+    def dense_target(self, base: str) -> Row | None:
+        """The dense equal-budget row of MoEISR base `base` (`dense_for: base`), None if the suite has none."""
+        return next((r for r in self.rows if r.dense_for == base), None)
 
     def profile(self, name: str) -> ProfileSpec:
         if name not in self.profiles:
@@ -118,11 +159,13 @@ class Suite:
         return _profile(self, name, self.profiles[name])
 
     def select(self, profile: ProfileSpec, names: Sequence[str] | None = None) -> list[Row]:
-        """The rows to run: `names` (any rows of the file) or the profile's rows, each with its reference, in file
-        order (references first within a base, so that tables can compare as soon as rows exist)."""
+        """The rows to run: `names` (any rows of the file) or the profile's rows, each with its reference and its
+        base's dense target (if the suite has one), in file order (references first within a base, so that tables can
+        compare as soon as rows exist)."""
         wanted = list(names) if names else list(profile.rows or [r.name for r in self.rows])
         chosen = {self.row(n).name for n in wanted}
         chosen |= {self.reference_of(self.row(n)).name for n in wanted}
+        chosen |= {d.name for n in wanted if (d := self.dense_target(self.row(n).base)) is not None}
         return sorted(
             (r for r in self.rows if r.name in chosen), key=lambda r: (self._base_rank(r.base), not r.is_reference)
         )
@@ -174,6 +217,9 @@ def load_suite(path: str | Path) -> Suite:
         factor = item.get("factor")
         if factor is not None and factor not in factors:
             raise UserError(f"{where}: unknown factor {factor!r}{hint(factor, list(factors))}")
+        dense_for = item.get("dense_for")
+        if dense_for is not None and (not isinstance(dense_for, str) or factor is not None):
+            raise UserError(f"{where}: 'dense_for' names a MoEISR base (a string) and its row has no factor")
         changes = item.get("set") or {}
         if not isinstance(changes, Mapping):
             raise UserError(f"{where}: 'set' must be a mapping of dotted spec keys to values")
@@ -183,9 +229,10 @@ def load_suite(path: str | Path) -> Suite:
             raise UserError(f"{where}: a factor row must change something under 'set'")
         if item["name"] in {r.name for r in rows}:
             raise UserError(f"{where}: duplicate row name")
-        rows.append(Row(item["name"], item["base"], factor, _flatten(changes), str(item.get("note", ""))))
+        rows.append(Row(item["name"], item["base"], factor, _flatten(changes), str(item.get("note", "")), dense_for))
     if not rows:
         raise UserError(f"{path}: no rows")
+    _check_dense_rows(path, rows)
     for row in rows:
         refs = [r for r in rows if r.is_reference and r.base == row.base]
         if len(refs) != 1:
@@ -202,10 +249,49 @@ def load_suite(path: str | Path) -> Suite:
     profiles = doc.get("profiles") or {}
     if not isinstance(profiles, Mapping):
         raise UserError(f"{path}: 'profiles' must map profile names to settings")
-    suite = Suite(path, factors, tuple(rows), {str(k): v or {} for k, v in profiles.items()})
+    selection = _selection(path, doc.get("selection"), factors)
+    suite = Suite(path, factors, tuple(rows), {str(k): v or {} for k, v in profiles.items()}, selection)
     for name in suite.profiles:
         suite.profile(name)  # shape check of every profile now, not when it is first used
     return suite
+
+
+def _check_dense_rows(path: Path, rows: Sequence[Row]) -> None:
+    """A dense row's `dense_for` names a base with rows of its own (not the dense row's), at most one dense row per
+    base, and a dense row is the only row of its own base (a dense model has no factor to vary here)."""
+    for row in (r for r in rows if r.is_dense):
+        where = f"{path}: row {row.name!r}"
+        bases = [r.base for r in rows if not r.is_dense]
+        if row.dense_for not in bases:
+            raise UserError(
+                f"{where}: dense_for {row.dense_for!r} is not the base of a row{hint(row.dense_for, bases)}"
+            )
+        if row.dense_for == row.base:
+            raise UserError(f"{where}: dense_for names its own base {row.base!r}")
+        if sum(r.dense_for == row.dense_for for r in rows) > 1:
+            raise UserError(f"{where}: base {row.dense_for!r} has more than one dense row")
+        if any(r.base == row.base and r is not row for r in rows):
+            raise UserError(f"{where}: a dense row must be the only row of its base {row.base!r}")
+
+
+def _selection(path: Path, data: Any, factors: Mapping[str, Factor]) -> Selection | None:
+    if data is None:
+        return None
+    data = _check_keys(data, SELECTION_KEYS, f"{path}: selection")
+    values = {}
+    for key in ("min_gain_db", "min_saved_pct", "tolerance_db"):
+        value = data.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise UserError(f"{path}: selection.{key} must be a number >= 0, got {value!r}")
+        values[key] = float(value)
+    if values["min_saved_pct"] >= 100:
+        raise UserError(f"{path}: selection.min_saved_pct must be below 100, got {values['min_saved_pct']:g}")
+    combined = data.get("combined_factor")
+    if combined is not None and combined not in factors:
+        raise UserError(
+            f"{path}: selection.combined_factor: unknown factor {combined!r}{hint(combined, list(factors))}"
+        )
+    return Selection(**values, combined_factor=combined)
 
 
 def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -342,6 +428,62 @@ def check_row(suite: Suite, row: Row, experiment: Experiment, reference: Experim
         )
 
 
+def check_dense(suite: Suite, row: Row, experiment: Experiment, reference: Experiment) -> None:
+    """UserError unless the dense row `row` (`experiment`) is a dense model that starts from the same checkpoint as
+    its MoEISR base's reference (`reference`) and trains for the same budget (optim, train and data sections equal),
+    so that every row of that base has a dense target at its own budget."""
+    where = f"{suite.path}: row {row.name!r} (dense_for {row.dense_for!r})"
+    if experiment.model.name == "moeisr":
+        raise UserError(f"{where}: its base {row.base!r} is a MoEISR experiment; the dense target must be dense")
+    if experiment.init_from != reference.init_from:
+        raise UserError(
+            f"{where}: starts from {experiment.init_from!r}, its MoEISR reference from {reference.init_from!r}"
+        )
+    mine, theirs = flat_spec(experiment), flat_spec(reference)
+    sections = ("optim.", "train.", "data.", "init_from")
+    differ = sorted(
+        k
+        for k in set(mine) | set(theirs)
+        if k.startswith(sections) and mine.get(k, _MISSING) != theirs.get(k, _MISSING)
+    )
+    if differ:
+        raise UserError(
+            f"{where}: its budget differs from {suite.base_reference(row.dense_for).name!r} in {differ[0]!r} "
+            "(an equal-budget target trains exactly as long, on the same data, with the same schedule)"
+        )
+
+
+def check_heldout(suite: Suite, experiments: Mapping[str, Experiment], profile: ProfileSpec) -> dict[str, Any]:
+    """For a suite with a `selection`: the held-out split every row validates on, as {set, scales, crop, limit}.
+
+    UserError unless every row sets the same `data.val_*` (the budget's), the set is not one of the benchmark sets
+    (they never choose a recipe), not one of the rows' training sets, and not on the profile's grid."""
+    from moeisr.data.layout import BENCHMARK_SETS, canonical_set_name
+
+    splits = {}
+    for name, experiment in experiments.items():
+        d = experiment.data
+        splits[name] = (d.val_set, tuple(d.validation_scales()), d.val_crop, d.val_limit)
+    first = next(iter(splits))
+    other = next((name for name, split in splits.items() if split != splits[first]), None)
+    if other is not None:
+        raise UserError(
+            f"{suite.path}: profiles.{profile.name}: rows {first!r} and {other!r} validate on different held-out "
+            "splits; set data.val_* in the budget, never in a row"
+        )
+    val_set, scales, crop, limit = next(iter(splits.values()))
+    where = f"{suite.path}: profiles.{profile.name}.budget: data.val_set"
+    if val_set is None:
+        raise UserError(f"{where} is null; a suite with a selection rule needs a held-out split (e.g. T91)")
+    val_set = canonical_set_name(val_set)
+    if val_set in BENCHMARK_SETS or val_set in {canonical_set_name(s) for s in profile.sets}:
+        raise UserError(f"{where} {val_set!r} is a benchmark set; a recipe is never chosen on one")
+    training = {canonical_set_name(s) for e in experiments.values() for s in e.data.train_sets}
+    if val_set in training:
+        raise UserError(f"{where} {val_set!r} is one of the rows' training sets; it cannot be held out")
+    return {"set": val_set, "scales": list(scales), "crop": crop, "limit": limit}
+
+
 def factor_value(factor: Factor, experiment: Experiment) -> str:
     """How `experiment` sets `factor`, for tables: the value at its first key, J, or the expert family."""
     spec = spec_to_dict(experiment.spec)
@@ -349,7 +491,9 @@ def factor_value(factor: Factor, experiment: Experiment) -> str:
     if factor.show == "n_experts":
         return str(len(expert_hidden_lists(experiment)))
     if factor.show == "expert_family":
-        if value in (None, "depth", "width"):
+        from moeisr.models.moe.experts import FAMILIES
+
+        if value is None or value in FAMILIES:
             return value or "depth"
         return "explicit: " + ", ".join("×".join(map(str, h)) for h in expert_hidden_lists(experiment))
     if isinstance(value, float):

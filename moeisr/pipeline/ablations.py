@@ -9,6 +9,11 @@ Stages, each optional, always in this order:
   (`<results>/checkpoints/liif.pt` / `lte.pt`). The main job's checkpoints are reused, never retrained, unless
   `train_main` (the smoke test) asks for it.
 - **eval**: the rows on the profile's ablation grid, through the main runner and results cache.
+- **heldout** (a suite with a `selection` rule only, e.g. `recipe.yaml`): each row's checkpoint on the held-out split
+  it validated on in training (the budget's `data.val_*`: fixed T91 crops, never a benchmark set), through
+  `moeisr.train.validation.Validator.measure`: per crop PSNR, GFLOPs, expert shares and decoder cost, into
+  `heldout.csv` (reused per row while its checkpoint hash is unchanged). The recipe is chosen on these alone
+  (`moeisr.report.ablations.recipe`); the grid's rows are for reporting.
 - **sweep**: the main MoEISR checkpoints at `points` routing knobs from all-cheapest to all-deepest plus the argmax
   routing, their backbones, the oracle at each ε and the random router at the shares of every learned knob.
 - **report** (this module's part: the raw artefacts, read from the cache, nothing evaluated) into
@@ -20,8 +25,9 @@ Stages, each optional, always in this order:
 
 Folders are the main job's (`moeisr.pipeline.reproduce.default_paths`): results `results/` (cpu) or
 `<runs>/<profile>/results` (smoke), the same evaluation cache, so rows the main job computed (the backbones, the
-argmax routing of the main models) are reused. Everything is resumable: checkpoints by config hash and last.pt,
-evaluation rows by the cache, one image at a time.
+argmax routing of the main models) are reused. A suite file other than the default `ablations.yaml` writes into
+`<results>/ablations/<suite stem>/` and trains in `<runs>/<profile>/ablations/<suite stem>/<row>`, so suites never mix.
+Everything is resumable: checkpoints by config hash and last.pt, evaluation rows by the cache, one image at a time.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.artefacts import ABLATION_META_FILE, ABLATION_RAW_CSVS, TIMINGS_FILE
+from moeisr.artefacts import ABLATION_HELDOUT_CSV, ABLATION_META_FILE, ABLATION_RAW_CSVS, TIMINGS_FILE
 from moeisr.config import Experiment
 from moeisr.data.benchmark import list_images
 from moeisr.data.degrade import degrade, floor_lr_size
@@ -53,6 +59,8 @@ from moeisr.pipeline.ablation_spec import (
     ProfileSpec,
     Row,
     Suite,
+    check_dense,
+    check_heldout,
     check_row,
     factor_value,
     hint,
@@ -64,7 +72,7 @@ from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experime
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 
-STAGES = ("train", "eval", "sweep", "report")
+STAGES = ("train", "eval", "heldout", "sweep", "report")  # heldout: suites with a selection rule only
 MODEL_NAMES = {role.experiment: role.model for role in ROLES}  # moeisr_liif -> moeisr-liif (the `model` column)
 
 # Planning constants for `estimate`, measured on the 2-core development machine (docs/ablations.md, "Budget").
@@ -82,13 +90,15 @@ MATCH_MIN_COST = 0.02
 
 @dataclass(frozen=True)
 class AblationPaths:
-    """The main job's folders plus where the ablations write."""
+    """The main job's folders plus where the ablations write: `<results>/ablations/`, or for a suite other than the
+    default one (`suite` = its file's stem) `<results>/ablations/<suite>/`."""
 
     main: Paths
+    suite: str | None = None
 
     @property
     def root(self) -> Path:
-        return self.main.results / "ablations"
+        return self.main.results / "ablations" / (self.suite or "")
 
     @property
     def bundle(self) -> Path:
@@ -109,8 +119,12 @@ class AblationPaths:
     def csv(self, name: str) -> Path:
         return self.root / f"{name}.csv"
 
+    @property
+    def heldout(self) -> Path:
+        return self.csv(ABLATION_HELDOUT_CSV)
+
     def run_dir(self, profile: str, row: str) -> Path:
-        return self.main.runs / profile / "ablations" / row
+        return self.main.runs / profile / "ablations" / (self.suite or "") / row
 
 
 @dataclass
@@ -126,6 +140,8 @@ class AblationResult:
     matched: dict[str, float] = field(default_factory=dict)  # row → its reference's knob at the row's decoder cost
     rows_computed: int = 0
     sweep_computed: int = 0
+    heldout_computed: list[str] = field(default_factory=list)  # rows measured on the held-out split now
+    heldout_split: dict | None = None  # {set, scales, crop, limit} for a suite with a selection rule
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # the raw artefacts: rows, matched, sweep
     meta: dict = field(default_factory=dict)  # meta.json
     written: list[Path] = field(default_factory=list)
@@ -149,6 +165,18 @@ def grid_megapixels(grid: Grid) -> float:
     return total / 1e6
 
 
+def heldout_megapixels(split: dict) -> float:
+    """Output megapixels of one pass over the held-out split (`check_heldout`): every image's crop (or the image)
+    at every scale."""
+    total = 0
+    for path in list_images(split["set"], limit=split["limit"]):
+        h, w = (split["crop"], split["crop"]) if split["crop"] else image_size(path)
+        for scale in split["scales"]:
+            h_lr, w_lr = floor_lr_size((h, w), scale)
+            total += round(h_lr * scale) * round(w_lr * scale)
+    return total / 1e6
+
+
 def all_experts_cost(experiment: Experiment) -> float:
     """Σ_j c_j / c_max of a MoEISR experiment's experts: the decode cost of running every expert (the sweep's
     `expert_outputs`), in units of one all-deepest decode."""
@@ -164,9 +192,13 @@ def estimate(
     profile: ProfileSpec,
     grid: Grid,
     sweep_experiments: dict[str, Experiment],
+    heldout: dict | None = None,
 ) -> dict[str, float]:
     """Expected seconds of each stage from scratch on the 2-core CPU (the planning constants above);
-    `sweep_experiments`: the main MoEISR experiments the routing sweep decodes, by name."""
+    `sweep_experiments`: the main MoEISR experiments the routing sweep decodes, by name. With a held-out split
+    (`check_heldout`), its passes are added under `heldout` (and in `total`): one at the end of training and one in
+    the heldout stage per row, each a full-cost decode (PSNR only, no other metric), and an fvcore count per
+    architecture."""
     mp = grid_megapixels(grid)
     train = sum(
         experiments[r.name].optim.max_steps * STEP_SECONDS.get(experiments[r.name].init_from or "", 1.7) for r in rows
@@ -185,12 +217,33 @@ def estimate(
         )
         for name in profile.sweep.models
     )  # fmt: skip
-    return {"train": train, "eval": eval_rows, "sweep": sweep, "total": train + eval_rows + sweep}
+    out = {"train": train, "eval": eval_rows, "sweep": sweep, "total": train + eval_rows + sweep}
+    if heldout is not None:
+        held_mp = heldout_megapixels(heldout)
+        out["heldout"] = len(rows) * 2 * held_mp / DECODE_MP_PER_S + architectures * held_mp / COUNT_MP_PER_S
+        out["total"] += out["heldout"]
+    return out
 
 
 def _architecture(experiment: Experiment) -> dict:
     args = {k: v for k, v in experiment.model.args.items() if k != "routing"}
     return {"name": experiment.model.name, "args": args}
+
+
+def _split_text(split: dict) -> str:
+    """'T91, fixed 72 px crops at x2, x4' (+ ', first N images' with a limit)."""
+    what = f"fixed {split['crop']} px crops" if split["crop"] else "whole images"
+    limit = "" if split["limit"] is None else f", first {split['limit']} images"
+    return f"{split['set']}, {what} at {', '.join(f'x{s:g}' for s in split['scales'])}{limit}"
+
+
+def _suite_folder(suite: Suite, default: Path) -> str | None:
+    """None for the default suite file (its outputs stay where they always were), else the file's stem."""
+    if suite.path.resolve() == default.resolve():
+        return None
+    if suite.name in {"checkpoints", "logs"}:
+        raise UserError(f"{suite.path}: a suite file may not be named {suite.path.name} (it names a results folder)")
+    return suite.name
 
 
 def _hours(seconds: float) -> str:
@@ -229,12 +282,13 @@ def run_ablations(
     if unknown:
         raise UserError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
     main_paths = default_paths(profile, results, runs, cache)
-    paths = AblationPaths(main_paths)
-    suite_obj = load_suite(Path(suite) if suite else main_paths.experiments / SUITE_FILE)
+    default_suite = main_paths.experiments / SUITE_FILE
+    suite_obj = load_suite(Path(suite) if suite else default_suite)
+    paths = AblationPaths(main_paths, _suite_folder(suite_obj, default_suite))
     spec = suite_obj.profile(profile)
     selected = suite_obj.select(spec, rows)
     commit = current_commit()
-    command = command or f"moeisr ablations --profile {profile}"
+    command = command or f"moeisr ablations --profile {profile}" + (f" --suite {suite_obj.path}" if paths.suite else "")
     main = load_experiments(main_paths, profile, overrides)
     moe = [name for name, e in main.items() if e.model.name == "moeisr"]
     for name in spec.sweep.models:
@@ -246,9 +300,17 @@ def run_ablations(
     }
     for r in selected:
         check_row(suite_obj, r, experiments[r.name], experiments[suite_obj.reference_of(r).name])
+        if r.is_dense:
+            moe_reference = suite_obj.base_reference(r.dense_for)
+            if moe_reference.name in experiments:
+                check_dense(suite_obj, r, experiments[r.name], experiments[moe_reference.name])
     grid = grid_of(spec)
     result = AblationResult(paths=paths, rows=selected, experiments=experiments)
-    result.estimate = estimate(selected, experiments, spec, grid, main)
+    if suite_obj.selection is not None:
+        result.heldout_split = check_heldout(suite_obj, experiments, spec)
+    else:
+        stages = [s for s in stages if s != "heldout"]  # nothing to choose: no held-out stage
+    result.estimate = estimate(selected, experiments, spec, grid, main, result.heldout_split)
     steps = sorted({experiments[r.name].optim.max_steps for r in selected})
     log(
         f"moeisr ablations: profile {profile}, {len(selected)} rows ({', '.join(r.name for r in selected)}), "
@@ -256,10 +318,13 @@ def run_ablations(
         f"results {paths.root}, cache {main_paths.cache_file}"
     )
     est = result.estimate
+    held = f", held-out passes {_hours(est['heldout'])}" if "heldout" in est else ""
     log(
         f"expected from scratch on 2 CPU cores: train {_hours(est['train'])}, eval {_hours(est['eval'])}, sweep "
-        f"{_hours(est['sweep'])}; total {_hours(est['total'])} (docs/ablations.md, 'Budget')"
+        f"{_hours(est['sweep'])}{held}; total {_hours(est['total'])} (docs/ablations.md, 'Budget')"
     )
+    if result.heldout_split is not None:
+        log(f"held-out split (the selection's only data): {_split_text(result.heldout_split)}")
     if plan_only:
         return result
     loaded = load_timings(paths.timings)
@@ -311,6 +376,15 @@ def run_ablations(
         record_stage(stage_times, "eval", time.monotonic() - started, f"{result.rows_computed} rows computed", commit,
                 result.rows_computed > 0)  # fmt: skip
 
+    # ---- heldout -------------------------------------------------------------------------------------------------
+    if "heldout" in stages and entries:
+        started = time.monotonic()
+        result.heldout_computed = _heldout(result.heldout_split, entries, paths, device, commit, flops, log)
+        log(f"[heldout] {len(result.heldout_computed)} rows measured now (the rest reused from {paths.heldout})")
+        record_stage(stage_times, "heldout", time.monotonic() - started,
+                     f"measured: {', '.join(result.heldout_computed) or 'none'}", commit,
+                     bool(result.heldout_computed))  # fmt: skip
+
     # ---- sweep ---------------------------------------------------------------------------------------------------
     sweep_entries = {}
     if {"sweep", "report"} & set(stages):
@@ -352,8 +426,10 @@ def run_ablations(
             result.matched = _matched_knobs(suite_obj, selected, entries, grid, log)
         result.frames, meta_rows = _frames(suite_obj, selected, experiments, result, entries, sweep_entries, grid,
                                            spec, cache_store, log)  # fmt: skip
-        result.meta = _meta(meta_rows, spec, grid, result, commit, command, main)
+        result.meta = _meta(meta_rows, spec, grid, result, commit, command, main, suite_obj)
         result.written = _write_artefacts(result.frames, result.meta, paths, log)
+        if suite_obj.selection is not None and paths.heldout.is_file():
+            result.written.append(paths.heldout)  # the heldout stage's: the selection reads it with meta.json
         record_stage(stage_times, "report", time.monotonic() - started, f"{len(result.written)} raw artefacts",
                      commit, True)  # fmt: skip
     save_timings(paths.timings, timings, loaded)
@@ -406,6 +482,45 @@ def _row_checkpoint(row: Row, experiment, paths: AblationPaths, profile, result,
             raise
         log(f"[train] {row.name}: skipped ({exc})")
         return None
+
+
+def _heldout(split: dict, entries: dict[str, ModelEntry], paths: AblationPaths, device, commit, flops, log) -> list:
+    """Measure every row's checkpoint on the held-out split (`Validator.measure`: per crop PSNR, GFLOPs, shares,
+    decoder cost) into `heldout.csv`, reusing a row's records while its checkpoint hash and the split are unchanged.
+    Returns the rows measured now. The split is the one `check_heldout` accepted: never a benchmark set."""
+    from moeisr.train.validation import Validator
+
+    validator = Validator(split["set"], split["scales"], split["limit"], crop=split["crop"])
+    expected = sum(len(pairs) for pairs in validator.pairs().values())
+    old = (
+        pd.read_csv(paths.heldout, dtype={"row": str, "ckpt_hash": str, "image": str})
+        if paths.heldout.is_file()
+        else None
+    )
+    parts = [old[~old["row"].isin(list(entries))]] if old is not None else []  # other rows' records stay
+    measured = []
+    for name, entry in entries.items():
+        if old is not None:
+            mine = old[(old["row"] == name) & (old["ckpt_hash"] == entry.ckpt_hash) & (old["dataset"] == split["set"])]
+            crop = mine["crop"].fillna(-1) == (split["crop"] if split["crop"] is not None else -1)
+            mine = mine[crop & mine["scale"].isin([float(s) for s in split["scales"]])]
+            if len(mine) == expected:
+                parts.append(mine.dropna(axis=1, how="all"))
+                continue
+        started = time.monotonic()
+        frame = pd.DataFrame(validator.measure(entry.model, device, flops))
+        frame.insert(0, "row", name)
+        frame.insert(1, "ckpt_hash", entry.ckpt_hash)
+        frame["commit"] = commit
+        parts.append(frame)
+        measured.append(name)
+        psnr = frame.groupby("scale")["psnr"].mean()
+        shown = ", ".join(f"x{s:g} {v:.3f} dB" for s, v in psnr.items())
+        log(f"[heldout] {name}: {split['set']} {shown} ({time.monotonic() - started:.0f} s)")
+    parts = [p for p in parts if len(p)]
+    if parts:
+        atomic_write_text(paths.heldout, pd.concat(parts, ignore_index=True).to_csv(index=False))
+    return measured
 
 
 def _grid_inputs(grid: Grid, device) -> tuple[list, list]:
@@ -478,32 +593,39 @@ def _frames(suite: Suite, selected, experiments, result, entries, sweep_entries,
         exp, info, model = experiments[r.name], result.checkpoints[r.name], entries[r.name].model
         ref = experiments[suite.reference_of(r).name]
         factor = suite.factors.get(r.factor) if r.factor else None
-        meta_rows.append(
-            {
-                "row": r.name,
-                "base": r.base,
-                "reference": suite.reference_of(r).name,
-                "factor": r.factor,
-                "factor_label": factor.label if factor else None,
-                "value": factor_value(factor, exp)
-                if factor
-                else "; ".join(f"{f.label} {factor_value(f, exp)}" for f in _factors_of(suite, r.base)),
-                "reference_value": factor_value(factor, ref) if factor else None,
-                "steps": info.meta.get("steps"),
-                "config_hash": exp.config_hash,
-                "ckpt_hash": entries[r.name].ckpt_hash,
-                "train_commit": info.meta.get("commit"),
-                "n_experts": model.n_experts,
-                "costs": model.experts.relative_costs().tolist(),
-            }
-        )
+        if r.is_dense:
+            value = f"dense {exp.model.name}, the equal-budget target of {r.dense_for}"
+        elif factor:
+            value = factor_value(factor, exp)
+        else:
+            value = "; ".join(f"{f.label} {factor_value(f, exp)}" for f in _factors_of(suite, r.base))
+        routed = hasattr(model, "experts")  # a dense row decodes every pixel with its one MLP: cost 1
+        line = {
+            "row": r.name,
+            "base": r.base,
+            "reference": suite.reference_of(r).name,
+            "factor": r.factor,
+            "factor_label": factor.label if factor else None,
+            "value": value,
+            "reference_value": factor_value(factor, ref) if factor else None,
+            "steps": info.meta.get("steps"),
+            "config_hash": exp.config_hash,
+            "ckpt_hash": entries[r.name].ckpt_hash,
+            "train_commit": info.meta.get("commit"),
+            "n_experts": model.n_experts if routed else 1,
+            "costs": model.experts.relative_costs().tolist() if routed else [1.0],
+        }
+        if _extended(suite):  # the recipe suite's: what the selection needs (the main suite's meta is unchanged)
+            line.update(dense_for=r.dense_for, set=dict(r.set))
+        meta_rows.append(line)
     meta = pd.DataFrame(meta_rows)
     rows = _cached(cache, [k for e in entries.values() for k in _keys(e, grid, [None])])
     missing = len(entries) * len(_keys(next(iter(entries.values())), grid, [None])) - len(rows) if entries else 0
     if missing > 0:
         log(f"[report] WARNING: {missing} row images are not evaluated yet; the tables cover the rest")
     if len(rows) and len(meta):
-        rows = rows.merge(meta.drop(columns=["costs"]).rename(columns={"row": "model"}), on=["model", "ckpt_hash"])
+        kept = meta.drop(columns=["costs", "set"], errors="ignore").rename(columns={"row": "model"})
+        rows = rows.merge(kept, on=["model", "ckpt_hash"])
     matched = _matched_rows(suite, selected, result.matched, entries, grid, cache)
 
     parts = []
@@ -536,6 +658,11 @@ def _matched_rows(suite: Suite, selected, matched: dict[str, float], entries, gr
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def _extended(suite: Suite) -> bool:
+    """Whether the suite's meta carries the recipe selection's fields (a selection rule or dense rows)."""
+    return suite.selection is not None or any(r.is_dense for r in suite.rows)
+
+
 def _factors_of(suite: Suite, base: str) -> list:
     used = [r.factor for r in suite.rows if r.base == base and r.factor]
     return [suite.factors[f] for f in dict.fromkeys(used)]
@@ -544,8 +671,21 @@ def _factors_of(suite: Suite, base: str) -> list:
 # -------------------------------------------------------------------------------------------- artefacts
 
 
-def _meta(meta_rows: list[dict], spec: ProfileSpec, grid: Grid, result, commit, command, main) -> dict:
-    """meta.json: what the report needs besides the tidy rows (it reads no spec, checkpoint or data folder)."""
+def _meta(meta_rows: list[dict], spec: ProfileSpec, grid: Grid, result, commit, command, main, suite: Suite) -> dict:
+    """meta.json: what the report needs besides the tidy rows (it reads no spec, checkpoint or data folder); a suite
+    with a selection rule adds its name, the rule's parameters, the held-out split and the factors' labels and keys."""
+    meta = _main_meta(meta_rows, spec, grid, result, commit, command, main)
+    if suite.selection is not None:
+        meta.update(
+            suite=suite.name,
+            selection=suite.selection.to_dict(),
+            heldout=result.heldout_split,
+            factors={n: {"label": f.label, "keys": list(f.keys)} for n, f in suite.factors.items()},
+        )
+    return meta
+
+
+def _main_meta(meta_rows: list[dict], spec: ProfileSpec, grid: Grid, result, commit, command, main) -> dict:
     return {
         "profile": spec.name,
         "commit": commit,

@@ -8,12 +8,16 @@ With `crop`, every HR image is first cut to one fixed crop×crop window whose po
 file name (the same window at every scale and in every run), so that a held-out set of large images
 (T91: 5.4 MP in all) costs a fraction of a full pass. The value is the mean over scales of the set means.
 For a model with a routing loss, `pick_agreement` is the share of training picks that equal inference picks.
+
+`measure` gives the same PSNRs per pair, with each pair's expert shares and mean relative decoder cost
+Σ_j share_j · c_j / c_max for MoEISR (its default routing) and, given a FLOPs counter (`moeisr.flops.per_image`),
+the pair's FLOPs: what a recipe is chosen on (docs/moeisr.md, "Recipe v2: how it is chosen").
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +84,10 @@ class Validator:
             self._pairs = {s: validation_pairs(self.set_name, s, self.limit, self.crop) for s in self.scales}
         return self._pairs
 
+    def _psnr(self, model: nn.Module, pair: BenchmarkPair, device: torch.device) -> float:
+        sr = model.upscale(pair.lr[None].to(device), tuple(pair.hr.shape[-2:]), chunk_size=self.chunk_size)
+        return psnr(sr.cpu(), pair.hr[None], pair.scale, protocol=self.protocol)
+
     @torch.no_grad()
     def per_scale(self, model: nn.Module, device: torch.device) -> dict[float, float]:
         """Mean PSNR (dB) of each scale; the model is put back in its previous train/eval mode."""
@@ -88,15 +96,45 @@ class Validator:
         try:
             means = {}
             for scale, pairs in self.pairs().items():
-                values = []
-                for pair in pairs:
-                    size = tuple(pair.hr.shape[-2:])
-                    sr = model.upscale(pair.lr[None].to(device), size, chunk_size=self.chunk_size)
-                    values.append(psnr(sr.cpu(), pair.hr[None], pair.scale, protocol=self.protocol))
-                means[scale] = set_mean(values)
+                means[scale] = set_mean([self._psnr(model, pair, device) for pair in pairs])
         finally:
             model.train(was_training)
         return means
+
+    @torch.no_grad()
+    def measure(self, model: nn.Module, device: torch.device | str, flops: Callable | None = None) -> list[dict]:
+        """One record per validation pair: dataset, image, scale, crop, h, w (HR), psnr (as `per_scale` computes it,
+        whose means these are), and for MoEISR (a model with `experts` and `expert_map`) share_0..share_{J-1} of
+        its output pixels per expert and rel_cost = Σ_j share_j · c_j / c_max at its default routing; with
+        `flops(model, lr, scale, knob) -> (FLOPs, shares or None)` (`moeisr.flops.per_image.PerImageFlops`) also
+        gflops. The model is put back in its previous train/eval mode."""
+        was_training = model.training
+        model.eval()
+        routed = hasattr(model, "expert_map") and hasattr(model, "experts")
+        costs = model.experts.relative_costs().tolist() if routed else None
+        records = []
+        try:
+            for scale, pairs in self.pairs().items():
+                for pair in pairs:
+                    h, w = pair.hr.shape[-2:]
+                    record = {"dataset": self.set_name, "image": pair.name, "scale": scale, "crop": self.crop,
+                              "h": int(h), "w": int(w), "psnr": float(self._psnr(model, pair, device))}  # fmt: skip
+                    lr = pair.lr[None].to(device)
+                    shares = None
+                    if flops is not None:
+                        total, shares = flops(model, lr, scale, None)
+                        record["gflops"] = total / 1e9
+                    if routed:
+                        if shares is None:
+                            assign = model.expert_map(lr, (int(h), int(w)))
+                            counts = torch.bincount(assign.reshape(-1), minlength=len(costs)).tolist()
+                            shares = [n / sum(counts) for n in counts]
+                        record.update({f"share_{j}": float(v) for j, v in enumerate(shares)})
+                        record["rel_cost"] = float(sum(v * c for v, c in zip(shares, costs, strict=True)))
+                    records.append(record)
+        finally:
+            model.train(was_training)
+        return records
 
     @torch.no_grad()
     def pick_agreement(self, model: nn.Module, device: torch.device, queries: int = 4096) -> float:

@@ -2,7 +2,10 @@
 (rows.csv, matched.csv, sweep.csv, meta.json); nothing is trained, decoded or evaluated here.
 
 - `render(results)`: the summaries `<results>/ablations/{factor_cells,factors,sweep_points,routers}.csv`,
-  `<results>/tables/ablations.md` and `<results>/figures/ablations_*.png`.
+  `<results>/tables/ablations.md` (with, at its end, the selection section of every recipe suite under
+  `<results>/ablations/*/`) and `<results>/figures/ablations_*.png`.
+- `render(results, folder=<results>/ablations/<suite>)`: a recipe suite's (meta.json with a `selection`):
+  `moeisr.report.ablations.recipe.render_recipe`.
 - `section_markdown(results)`: the ablation section of REPORT.md, from those files (None when there are none).
 """
 
@@ -18,7 +21,7 @@ import pandas as pd
 from moeisr.artefacts import ABLATION_META_FILE, ABLATION_RAW_CSVS
 from moeisr.io import atomic_write_text
 from moeisr.provenance import header
-from moeisr.report.ablations import analysis, figures
+from moeisr.report.ablations import analysis, figures, recipe
 from moeisr.report.ablations.analysis import read_summary_if_any
 from moeisr.report.ablations.reading import reading_markdown
 from moeisr.report.ablations.tables import (
@@ -49,13 +52,15 @@ def sweep_figure_name(family: str) -> str:
     return f"sweep_{family.removeprefix('moeisr-')}"
 
 
-def read_raw(results: str | Path) -> tuple[dict[str, pd.DataFrame], dict] | None:
-    """The raw frames (rows, matched, sweep) and meta.json of `<results>/ablations/`, or None without meta.json."""
-    meta_path = _folder(results) / ABLATION_META_FILE
+def read_raw(results: str | Path, folder: str | Path | None = None) -> tuple[dict[str, pd.DataFrame], dict] | None:
+    """The raw frames (rows, matched, sweep) and meta.json of `folder` (default `<results>/ablations/`), or None
+    without meta.json."""
+    folder = Path(folder) if folder is not None else _folder(results)
+    meta_path = folder / ABLATION_META_FILE
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return {name: read_summary_if_any(_folder(results) / f"{name}.csv") for name in ABLATION_RAW_CSVS}, meta
+    return {name: read_summary_if_any(folder / f"{name}.csv") for name in ABLATION_RAW_CSVS}, meta
 
 
 def summaries(raw: Mapping[str, pd.DataFrame], meta: dict) -> dict[str, pd.DataFrame]:
@@ -130,27 +135,41 @@ def _per_family(frame: pd.DataFrame, table: Callable, sizes: Mapping[str, int]) 
     return lines
 
 
-def render(results: str | Path, *, command: str | None = None, log: Callable[[str], None] = print) -> list[Path]:
+def render(
+    results: str | Path,
+    *,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+    folder: str | Path | None = None,
+) -> list[Path]:
     """Write the summaries, tables/ablations.md and the figures from `<results>/ablations/`'s raw artefacts; returns
-    the files written ([] with a note when the pipeline has not written them yet)."""
+    the files written ([] with a note when the pipeline has not written them yet). With `folder`, another suite's
+    raw artefacts; a recipe suite's (a `selection` in its meta.json) go to `recipe.render_recipe`."""
     results = Path(results)
-    raw = read_raw(results)
+    folder = Path(folder) if folder is not None else _folder(results)
+    raw = read_raw(results, folder)
     if raw is None:
-        log(f"[report] no {_folder(results) / ABLATION_META_FILE}: run the ablations' report stage first")
+        log(f"[report] no {folder / ABLATION_META_FILE}: run the ablations' report stage first")
         return []
+    if "selection" in raw[1]:
+        return recipe.render_recipe(results, folder, raw, command, log)
     frames = summaries(*raw)
     meta = raw[1]
-    written = [
-        atomic_write_text(_folder(results) / f"{name}.csv", frames[name].to_csv(index=False)) for name in SUMMARIES
-    ]
-    written.append(atomic_write_text(results / TABLE, ablations_markdown(frames, meta, command)))
-    figure = figures.factors_figure(frames["factors"], figure_path(results, "factors"))
+    main = folder.resolve() == _folder(results).resolve()
+    # another suite without a selection rule: its own table and figures (ablations_<suite>...), the main's untouched
+    prefix = "" if main else f"{folder.name}_"
+    written = [atomic_write_text(folder / f"{name}.csv", frames[name].to_csv(index=False)) for name in SUMMARIES]
+    text = ablations_markdown(frames, meta, command) + (recipe.included_sections(results) if main else "")
+    table = results / TABLE if main else results / TABLE.parent / f"ablations_{folder.name}.md"
+    written.append(atomic_write_text(table, text))
+    figure = figures.factors_figure(frames["factors"], figure_path(results, prefix + "factors"))
     if figure is not None:
         written.append(figure)
     points = frames["sweep_points"]
     for family in dict.fromkeys(points["family"]) if len(points) else []:
         sizes = meta["grid"]["set_sizes"]
-        figure = figures.sweep_figure(points, family, figure_path(results, sweep_figure_name(family)), sizes)
+        path = figure_path(results, prefix + sweep_figure_name(family))
+        figure = figures.sweep_figure(points, family, path, sizes)
         if figure is not None:
             written.append(figure)
     log(f"[report] wrote {', '.join(str(p) for p in written)}")
