@@ -194,18 +194,25 @@ def efficiency_sentences(table: pd.DataFrame) -> str:
     for backbone, rows in table.groupby("backbone", sort=False):
         a, b = rows.iloc[0], rows.iloc[1]
         more_saved, less_saved = (a, b) if a["FLOPs saved, total (%)"] >= b["FLOPs saved, total (%)"] else (b, a)
-        if more_saved["ΔPSNR (dB)"] >= less_saved["ΔPSNR (dB)"]:
-            verdict = f"{more_saved['method']} gives the better trade-off: it saves more FLOPs and keeps more PSNR"
+        gap = more_saved["ΔPSNR (dB)"] - less_saved["ΔPSNR (dB)"]
+        if abs(gap) < FLOOR_DB:
+            verdict = f"{more_saved['method']} gives the better trade-off: more FLOPs saved at the same PSNR"
+        elif gap > 0:
+            verdict = f"{more_saved['method']} gives the better trade-off: more FLOPs saved and more PSNR kept"
         else:
             verdict = (
                 f"neither dominates: {more_saved['method']} saves more FLOPs, {less_saved['method']} keeps more PSNR"
             )
-        sentences.append(
-            f"On {backbone}, {verdict} ({a['method']} {a['FLOPs saved, total (%)']:.1f}% fewer FLOPs at "
-            f"{a['ΔPSNR (dB)']:+.3f} dB, {b['method']} {b['FLOPs saved, total (%)']:.1f}% at {b['ΔPSNR (dB)']:+.3f} "
-            f"dB, against the equal-budget {backbone}); per cell, {a['method']} has more PSNR at fewer FLOPs in "
-            f"{a[column]} cells, {b['method']} in {b[column]}."
-        )
+        saved = "FLOPs saved, total (%)"
+        sentences += [
+            f"On {backbone}, {verdict}.",
+            f"Against the equal-budget {backbone}, {a['method']} saves {a[saved]:.1f}% of the FLOPs at "
+            f"{a['ΔPSNR (dB)']:+.3f} dB and {b['method']} {b[saved]:.1f}% at {b['ΔPSNR (dB)']:+.3f} dB "
+            f"(a {abs(gap):.3f} dB gap; the floor is {FLOOR_DB:g} dB).",
+            f"Per cell, {a['method']} has more PSNR at fewer FLOPs in {a[column]} cells, {b['method']} in {b[column]}.",
+            f"{more_saved['method']} took {more_saved['training steps']} training steps in all, {less_saved['method']} "
+            f"{less_saved['training steps']}.",
+        ]
     return " ".join(sentences)
 
 
@@ -217,13 +224,11 @@ def efficiency_markdown(
     if table.empty:
         return None
     lead = (
-        "MoEISR and LMF against the same equal-budget backbone, on the same encoder and grid (means over the "
-        "main table's cells; LMF at its default, CMSR off). Decoder FLOPs = total minus the shared encoder's, the "
-        "quantity LMF's published savings count. LMF's decoders are new and trained until held-out validation "
-        'stopped rising, so its budget is not the equal-budget backbone\'s; the "training steps" column counts '
-        "every step of each model's chain. The dense-frontier column interpolates the dense decoders' PSNR at the "
-        "method's GFLOPs on each image; where the method's cost lies outside the dense points' range it says so "
-        "instead of extrapolating."
+        "MoEISR and LMF against one equal-budget backbone, on the same encoder and grid (means over the main "
+        "table's cells; LMF with CMSR off). Decoder FLOPs = total minus the shared encoder's, what LMF's published "
+        'savings count. LMF trained until held-out validation stopped rising, so its budget differs: "training '
+        "steps\" counts each model's whole chain. The dense-frontier column interpolates the dense decoders' PSNR at "
+        "the method's GFLOPs per image and never extrapolates outside their range."
     )
     shown = table.drop(columns=["_other"]).to_markdown(index=False, disable_numparse=True)
     return "\n\n".join([lead, shown, efficiency_sentences(table)])
