@@ -491,9 +491,10 @@ def speed_section(results: str | Path) -> str:
         "",
         f"_`nox -s bench`, rows measured at commit(s) {commits}, summary written {prov.get('written_at', '?')}; "
         f"{m.get('cpu', '?')}, "
-        f"{m.get('cores', '?')} cores, {m.get('torch_threads', '?')} threads; weights: "
-        + (", ".join(f"{k}: {v}" for k, v in summary.get("weights", {}).items()) or "?")
-        + ". Every ratio is taken within one run, side by side._",
+        f"{m.get('cores', '?')} cores, {m.get('torch_threads', '?')} threads. Every ratio is taken within one run, "
+        "side by side. Weights per model:_",
+        "",
+        *(f"- {k}: {v}" for k, v in summary.get("weights", {}).items()),
         "",
         pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else "_no targets measured_",
         "",

@@ -92,6 +92,33 @@ def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame, matched: pd.DataFrame 
     return cells.sort_values("row", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
+def row_intervals(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """Per non-reference row: its ΔPSNR against its reference paired over images (dataset, image, scale) with the
+    95% paired bootstrap interval (`moeisr.metrics.paired`), the pairs better/worse and the verdict.
+
+    Columns: row, pairs, ci_mean, ci_lo, ci_hi, better, worse, verdict, decided_by. Empty when no row has a pair.
+    """
+    from moeisr.metrics.paired import paired_bootstrap
+
+    per_image = frame[["model", *IMAGE_KEYS, "psnr"]].drop_duplicates(["model", *IMAGE_KEYS], keep="last")
+    out = []
+    for _, m in meta.iterrows():
+        if m["row"] == m["reference"]:
+            continue
+        mine = per_image[per_image["model"] == m["row"]].drop(columns="model")
+        ref = per_image[per_image["model"] == m["reference"]].drop(columns="model")
+        merged = mine.merge(ref, on=IMAGE_KEYS, suffixes=("", "_ref"))
+        if merged.empty:
+            continue
+        stats = paired_bootstrap(merged["psnr"] - merged["psnr_ref"])
+        verdict, decided = stats.verdict()
+        out.append(
+            {"row": m["row"], "pairs": stats.n, "ci_mean": stats.mean, "ci_lo": stats.lo, "ci_hi": stats.hi,
+             "better": stats.better, "worse": stats.worse, "verdict": verdict, "decided_by": decided}
+        )  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def factor_summary(cells: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """One line per row: the meta columns, then the cell count and the mean / min / max over the cells of d_psnr
     and d_gflops_pct, the mean PSNR and GFLOPs, rel_cost and deepest_share, and the mean / min / max of

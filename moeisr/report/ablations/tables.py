@@ -97,6 +97,14 @@ def factors_table(summary: pd.DataFrame) -> str:
                 "cells": str(int(r["cells"])),
                 "PSNR (dB)": fmt(r["psnr"], 3),
                 "ΔPSNR vs ref (dB), mean [min, max]": "–" if is_ref else _range(r, "d_psnr", 3),
+                **(
+                    {}
+                    if "ci_lo" not in r
+                    else {
+                        "ΔPSNR vs ref over images (dB), mean [95% paired CI]": _interval(r),
+                        "verdict (decided by)": _verdict(r),
+                    }
+                ),  # fmt: skip
                 "GFLOPs": fmt(r["gflops"], 3),
                 "ΔGFLOPs vs ref (%), mean [min, max]": "–" if is_ref else _range(r, "d_gflops_pct", 1),
                 "ΔPSNR vs ref re-routed to the row's cost (dB), mean [min, max]": _matched(r),
@@ -105,6 +113,19 @@ def factors_table(summary: pd.DataFrame) -> str:
             }
         )
     return markdown(rows)
+
+
+def _interval(r) -> str:
+    """'-0.012 [-0.020, -0.004]' from a summary row's paired interval, '–' for a reference or a row without one."""
+    if r.get("ci_lo") is None or r["ci_lo"] != r["ci_lo"]:
+        return "–"
+    return f"{r['ci_mean']:+.3f} [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}]"
+
+
+def _verdict(r) -> str:
+    if not isinstance(r.get("verdict"), str):
+        return "–"
+    return f"{r['verdict']} ({r['decided_by']})"
 
 
 def _matched_psnr(r) -> float | None:
