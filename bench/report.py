@@ -81,8 +81,8 @@ def _weights_by_model(merged: dict, before: dict) -> dict:
         for row in merged[section]:
             if "model" in row:
                 weights = row.get("weights") or before.get(row["model"])
-                if weights:
-                    seen.setdefault(row["model"], set()).add(weights)
+                if weights:  # a value from `before` may itself be joined: keep its parts, not the whole
+                    seen.setdefault(row["model"], set()).update(weights.split(" | "))
     return {model: " | ".join(sorted(values)) for model, values in sorted(seen.items())}
 
 
@@ -404,6 +404,7 @@ def rebuild(out_dir: Path, merged: dict | None = None) -> list[Path]:
     show, `python bench/report.py [OUT_DIR]` rewrites them from the committed measurements."""
     if merged is None:
         merged = json.loads((out_dir / "measurements.json").read_text(encoding="utf-8"))
+    merged = {**merged, "weights": _weights_by_model(merged, merged.get("weights", {}))}  # older files: joined twice
     summary = summarise(merged)
     paths = [out_dir / "summary.json", out_dir / "bench.md"]
     atomic_write_text(paths[0], json.dumps(_json_safe(summary), indent=1) + "\n")
