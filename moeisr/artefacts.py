@@ -8,3 +8,4 @@ TIMINGS_FILE = "timings.json"
 ABLATION_RAW_CSVS = ("rows", "matched", "sweep")  # results/ablations/<name>.csv, the ablation pipeline's raw rows
 ABLATION_META_FILE = "meta.json"  # results/ablations/meta.json, the ablation rows' metadata
 ABLATION_HELDOUT_CSV = "heldout"  # results/ablations/<suite>/heldout.csv: a selecting suite's held-out measurements
+SPEEDUPS_CSV = "speedups.csv"  # `moeisr speedups`: measured wall-clock speed-ups per cell of the main grid

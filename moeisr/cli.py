@@ -1,4 +1,4 @@
-"""`moeisr data|sr|eval|train|flops|report|reproduce`: a thin layer over the library.
+"""`moeisr data|sr|eval|flops|train|report|reproduce|ablations|speedups|cache`: a thin layer over the library.
 
 Each subcommand lives in `moeisr/commands/<name>.py` and exposes `add_parser(subparsers)`, which
 registers its arguments and sets `func` (a callable taking the parsed namespace, returning an exit code).
@@ -15,7 +15,7 @@ from moeisr import __version__
 from moeisr.errors import UserError
 from moeisr.io import environment_error_message
 
-COMMANDS = ("data", "sr", "eval", "flops", "train", "report", "reproduce", "ablations", "cache")
+COMMANDS = ("data", "sr", "eval", "flops", "train", "report", "reproduce", "ablations", "speedups", "cache")
 
 
 class Parser(argparse.ArgumentParser):

@@ -37,8 +37,9 @@ def add_parser(subparsers) -> None:
         type=csv_list,
         default=None,
         metavar="M,M,...",
-        help="train and evaluate only these models (bicubic, liif, lte, moeisr-liif, moeisr-lte, liif-equal-budget, "
-        "lte-equal-budget, lm-lte; with --seeds also moeisr-liif-seed1, ...) and the ones they start from, e.g. "
+        help="train and evaluate only these models (names of the model column, e.g. liif, moeisr-lte, lte-d1, "
+        "lm-lte; an unknown name lists them all; with --seeds also moeisr-liif-seed1, ...) and the ones they start "
+        "from, e.g. "
         "one job per model sharing --cache; with --stages train,eval, then run --stages report once all are done",
     )
     parser.add_argument(

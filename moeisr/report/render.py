@@ -3,7 +3,7 @@ pipelines wrote into the results folder. Pure: it reads tidy CSV/JSON and PNG fi
 
 Inputs (`<results>/`): `main.csv` (the grid's tidy rows), `run.json` (provenance, grid, checks and picture index,
 written by `moeisr.pipeline.reproduce`), `reproduction.csv` (the sampled recheck), `timings.json`, `logs/*.csv`,
-`figures/data/` (the decoded expert maps and crops), `ablations/` and `bench/` when those suites ran.
+`figures/data/` (the decoded expert maps and crops), `speedups.csv`, `ablations/` and `bench/` when those ran.
 Outputs: `tables/*.md`, `figures/*.png` and `REPORT.md`.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moeisr.artefacts import MAIN_CSV, RUN_FILE, TIMINGS_FILE
+from moeisr.artefacts import MAIN_CSV, RUN_FILE, SPEEDUPS_CSV, TIMINGS_FILE
 from moeisr.errors import UserError
 from moeisr.evaluate import recheck
 from moeisr.evaluate.pictures import read_crops, read_expert_maps
@@ -72,8 +72,10 @@ def render_results(results: str | Path, log=print) -> Path:
     sizes = run["set_sizes"]
     tables_dir, figures_dir = results / "tables", results / "figures"
 
+    speedups_csv = results / SPEEDUPS_CSV  # `moeisr speedups`, once it ran
+    speedups = pd.read_csv(speedups_csv, dtype={"image": str}) if speedups_csv.is_file() else None
     rendered = {
-        "Main table": ("main.md", tables.main_table(rows, sizes)),
+        "Main table": ("main.md", tables.main_table(rows, sizes, speedups=speedups)),
         "Expert shares": ("experts.md", tables.experts_table(rows, run["experts"], sizes)),
         "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
     }
@@ -81,7 +83,9 @@ def render_results(results: str | Path, log=print) -> Path:
     if decomposition is not None:
         rendered["Decomposition: training deficit and routing cost"] = ("decomposition.md", decomposition)
     efficiency = (
-        report_md.efficiency_markdown(rows, run.get("budget_steps") or {}, run.get("encoder_flops_per_lr_pixel") or {})
+        report_md.efficiency_markdown(
+            rows, run.get("budget_steps") or {}, run.get("encoder_flops_per_lr_pixel") or {}, speedups
+        )
         if run.get("encoder_flops_per_lr_pixel")
         else None
     )

@@ -16,7 +16,16 @@ import pandas as pd
 
 from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
 from moeisr.provenance import machine
-from moeisr.report.tables import FAMILIES, Family, family_cells, frontier_pairs, pixel_shares, seed_spread
+from moeisr.report.tables import (
+    FAMILIES,
+    Family,
+    current_speedups,
+    family_cells,
+    frontier_pairs,
+    pixel_shares,
+    seed_spread,
+    speedup_provenance,
+)
 
 STAGE_ORDER = {"train": 0, "eval": 1, "check": 2, "report": 3}
 SEED_SPREAD = "seed spread of ΔPSNR (dB)"
@@ -122,6 +131,7 @@ def efficiency_rows(
     budget_steps: Mapping[str, int],
     encoder_flops: Mapping[str, float],
     families: Sequence[Family] = FAMILIES,
+    speedups: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The efficiency methods side by side: per family with LMF rows, MoEISR and LMF against the equal-budget
     backbone, on the family's cells (`family_cells`, default settings).
@@ -129,8 +139,11 @@ def efficiency_rows(
     Columns: backbone, method, training steps (whole chain, `budget_steps`) and whether that equals the equal-budget
     backbone's, total and decoder-only FLOPs saved (% of the equal-budget backbone's, means over cells; decoder =
     total minus the shared encoder's FLOPs, `encoder_flops` per LR pixel), ΔPSNR with its 95% paired bootstrap
-    interval and verdict, and the cells where the method has both more PSNR and fewer FLOPs than the other one.
+    interval and verdict, and the cells where the method has both more PSNR and fewer FLOPs than the other one; with
+    `speedups` (`speedups.csv`'s rows), the median measured speed-up over the cells and the median FLOPs ratio on the
+    same images.
     """
+    speedups = current_speedups(speedups, frame)
     out = []
     for family in families:
         cells = family_cells(frame, family)
@@ -173,7 +186,20 @@ def efficiency_rows(
                     "_other": other_label,
                 }
             )
+            if not speedups.empty:
+                out[-1] |= _measured_speedup(speedups[speedups["model"] == model], len(cells))
     return pd.DataFrame(out)
+
+
+def _measured_speedup(rows: pd.DataFrame, cells: int) -> dict:
+    """The efficiency table's speed-up columns from one model's `speedups.csv` rows."""
+    if rows.empty:
+        return {"speed-up, measured (median ×)": "–", "FLOPs ratio (median ×)": "–"}
+    part = "" if len(rows) == cells else f" ({len(rows)} of {cells} cells)"
+    return {
+        "speed-up, measured (median ×)": f"{rows['speedup'].median():.2f}{part}",
+        "FLOPs ratio (median ×)": f"{rows['flops_ratio'].median():.2f}",
+    }
 
 
 def _frontier_text(pairs: pd.DataFrame) -> str:
@@ -217,10 +243,13 @@ def efficiency_sentences(table: pd.DataFrame) -> str:
 
 
 def efficiency_markdown(
-    frame: pd.DataFrame, budget_steps: Mapping[str, int], encoder_flops: Mapping[str, float]
+    frame: pd.DataFrame,
+    budget_steps: Mapping[str, int],
+    encoder_flops: Mapping[str, float],
+    speedups: pd.DataFrame | None = None,
 ) -> str | None:
     """The efficiency comparison (`efficiency_rows`) as Markdown with its sentences, or None without LMF rows."""
-    table = efficiency_rows(frame, budget_steps, encoder_flops)
+    table = efficiency_rows(frame, budget_steps, encoder_flops, speedups=speedups)
     if table.empty:
         return None
     lead = (
@@ -230,6 +259,9 @@ def efficiency_markdown(
         "steps\" counts each model's whole chain. The dense-frontier column interpolates the dense decoders' PSNR at "
         "the method's GFLOPs per image and never extrapolates outside their range."
     )
+    measured = current_speedups(speedups, frame)
+    if not measured.empty:
+        lead += " " + speedup_provenance(measured)
     shown = table.drop(columns=["_other"]).to_markdown(index=False, disable_numparse=True)
     return "\n\n".join([lead, shown, efficiency_sentences(table)])
 

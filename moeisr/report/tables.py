@@ -23,6 +23,7 @@ from moeisr.evaluate.tidy import (  # noqa: F401
     replica_of,
     sort_cells,
 )
+from moeisr.metrics.paired import paired_bootstrap
 from moeisr.report.published import PUBLISHED_CSV, PublishedResult, bicubic_psnr, published_results
 
 FLOPS_HEADER = "GFLOPs, fvcore: 1 MAC = 1 FLOP"
@@ -345,7 +346,6 @@ def decomposition_table(
     """Markdown: per MoEISR model and cell, its ΔPSNR against the equal-budget backbone split into the training
     deficit (all-deepest routing − equal budget) and the routing cost (learned − all-deepest routing), both from
     evaluated rows, with a last row over every image × scale pair (paired bootstrap 95% CIs). None without rows."""
-    from moeisr.metrics.paired import paired_bootstrap
 
     sections = [
         "ΔPSNR of MoEISR against its equal-budget backbone = **training deficit** (MoEISR with every pixel routed to "
@@ -393,11 +393,62 @@ def _decomposition_pairs(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     return deepest.merge(learned, on=IMAGE_KEYS).merge(equal, on=IMAGE_KEYS)
 
 
+def current_speedups(speedups: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `speedups.csv` (`moeisr.pipeline.speedups`) measured with the checkpoints `frame`'s rows were
+    evaluated with (stale rows of an older checkpoint dropped), the last one per (model, dataset, scale)."""
+    if speedups is None or speedups.empty:
+        return pd.DataFrame()
+    hashes = frame.groupby("model")["ckpt_hash"].agg(lambda h: set(h.astype(str)))
+    columns = ("model", "reference", "model_ckpt", "reference_ckpt")
+    same = [hashes.get(m) == {mc} and hashes.get(ref) == {rc}
+            for m, ref, mc, rc in zip(*(speedups[c].astype(str) for c in columns), strict=True)]  # fmt: skip
+    return speedups[same].drop_duplicates(subset=["model", "dataset", "scale"], keep="last")
+
+
+def speedup_provenance(speedups: pd.DataFrame) -> str:
+    """One sentence: where and how the measured speed-ups of `current_speedups` were timed."""
+    threads = ", ".join(str(t) for t in sorted(set(speedups["threads"])))
+    commits = ", ".join(f"`{c}`" for c in sorted(set(speedups["commit"].astype(str))))
+    return (
+        f"Measured speed-up: the equal-budget backbone's wall-clock time over the model's, one image per cell (its "
+        f"decoder share of the FLOPs closest to the cell's median), timed alternately in one process, median of "
+        f"{int(speedups['repeats'].min())}+ rounds, on {', '.join(sorted(set(speedups['cpu'])))} with {threads} "
+        f"torch thread(s), at commit {commits}, 1-minute load average {speedups['load_1min'].min():.2f} to "
+        f"{speedups['load_1min'].max():.2f} (`moeisr speedups`, docs/speed.md); FLOPs ratio on the same image."
+    )
+
+
+def _speedup(speedups: pd.DataFrame, model: str, dataset: str, scale: float) -> tuple[str, str]:
+    """(measured speed-up, FLOPs ratio) of `model` in a cell, as text; dashes when it was not measured."""
+    if speedups.empty:
+        return "–", "–"
+    row = speedups[(speedups["model"] == model) & (speedups["dataset"] == dataset) & (speedups["scale"] == scale)]
+    if row.empty:
+        return "–", "–"
+    return f"{row['speedup'].iloc[0]:.2f}", f"{row['flops_ratio'].iloc[0]:.2f}"
+
+
+def _frontier_cell(pairs: pd.DataFrame) -> str:
+    """A cell's ΔPSNR against the dense frontier with its 95% paired CI over images, or why there is none."""
+    if pairs.empty:
+        return "–"
+    if pairs["d_psnr_frontier"].isna().any():
+        return "outside the frontier"
+    stats = paired_bootstrap(pairs["d_psnr_frontier"])
+    return f"{stats.mean:+.3f} [{stats.lo:+.3f}, {stats.hi:+.3f}]"
+
+
 def main_table(
-    frame: pd.DataFrame, set_sizes: Mapping[str, int] | None = None, families: Sequence[Family] = FAMILIES
+    frame: pd.DataFrame,
+    set_sizes: Mapping[str, int] | None = None,
+    families: Sequence[Family] = FAMILIES,
+    speedups: pd.DataFrame | None = None,
 ) -> str:
     """Markdown: per family, each dataset and scale with PSNR and GFLOPs of the backbone, its equal-budget
-    fine-tune and MoEISR, MoEISR's ΔPSNR vs the equal-budget backbone and the % of its FLOPs saved."""
+    fine-tune and MoEISR, MoEISR's ΔPSNR vs the equal-budget backbone and the % of its FLOPs saved; with dense rows,
+    MoEISR's ΔPSNR against the dense frontier with its 95% CI; with LMF rows, the LM- columns; with `speedups`
+    (`speedups.csv`'s rows), the measured speed-ups beside the FLOPs ratios."""
+    speedups = current_speedups(speedups, frame)
     sections = [
         f"**{FLOPS_HEADER}** (element-wise arithmetic 1 FLOP per element, see docs/flops.md); GFLOPs and PSNR "
         "(dB, Y channel, shave = scale) are means per image over the images every model of the row has. "
@@ -406,24 +457,24 @@ def main_table(
     ]
     all_cells = {family.label: family_cells(frame, family) for family in families}
     if any(not frontier_pairs(frame, family).empty for family in families):
-        sections[0] += (
-            " ΔPSNR vs the dense frontier: MoEISR minus the dense decoders' PSNR interpolated linearly at MoEISR's "
+        sections.append(
+            "ΔPSNR vs the dense frontier: MoEISR minus the dense decoders' PSNR interpolated linearly at MoEISR's "
             "GFLOPs on each image (the frontier: the backbone with 1 to all MLP hidden layers, each at MoEISR's "
-            "budget; docs/dense_baselines.md)."
+            "budget; docs/dense_baselines.md). In brackets: its 95% paired bootstrap interval over the cell's images; "
+            "\"outside the frontier\" where an image's MoEISR GFLOPs leave the dense points' range (never "
+            "extrapolated)."
         )
     if any("lmf_psnr" in cells for cells in all_cells.values()):
-        sections[0] += (
-            " The LM- columns compare LMF (at its default, CMSR off) with the same equal-budget backbone; LMF's own "
+        sections.append(
+            "The LM- columns compare LMF (at its default, CMSR off) with the same equal-budget backbone; LMF's own "
             "training budget is in the efficiency table."
         )
+    if not speedups.empty:
+        sections.append(speedup_provenance(speedups))
     for family in families:
         cells = all_cells[family.label]
         pairs = frontier_pairs(frame, family)
-        frontier = (
-            None
-            if pairs.empty
-            else pairs.groupby(["dataset", "scale"])["d_psnr_frontier"].agg(lambda v: v.mean(skipna=False))
-        )
+        frontier = None if pairs.empty else dict(list(pairs.groupby(["dataset", "scale"])))
         show_knob = not cells.empty and cells["knob"].nunique() > 1
         rows = []
         for _, c in cells.iterrows():
@@ -447,9 +498,15 @@ def main_table(
                     "FLOPs saved (%)": _fmt(c["saved_pct"], 1),
                 }
             )
+            if not speedups.empty:
+                measured, ratio = _speedup(speedups, family.moe, c["dataset"], c["scale"])
+                row |= {
+                    f"{family.moe_label} speed-up, measured (×)": measured,
+                    f"{family.moe_label} FLOPs ratio (×)": ratio,
+                }
             if frontier is not None:
-                row["ΔPSNR vs dense frontier at equal GFLOPs (dB, interpolated)"] = _fmt(
-                    frontier.get((c["dataset"], c["scale"]), math.nan), 3, signed=True
+                row["ΔPSNR vs dense frontier at equal GFLOPs (dB, interpolated) [95% CI]"] = _frontier_cell(
+                    frontier.get((c["dataset"], c["scale"]), pd.DataFrame())
                 )
             if "lmf_psnr" in c:
                 row.update(
@@ -460,6 +517,10 @@ def main_table(
                         f"{family.lmf_label} FLOPs saved (%)": _fmt(c["lmf_saved_pct"], 1),
                     }
                 )
+                if not speedups.empty:
+                    measured, ratio = _speedup(speedups, family.lmf, c["dataset"], c["scale"])
+                    row |= {f"{family.lmf_label} speed-up, measured (×)": measured,
+                            f"{family.lmf_label} FLOPs ratio (×)": ratio}  # fmt: skip
             rows.append(row)
         lmf = f", {family.lmf_label}" if not cells.empty and "lmf_psnr" in cells else ""
         sections.append(f"### {family.label}: {family.label}, {family.label} equal budget, {family.moe_label}{lmf}")
