@@ -167,3 +167,18 @@ def test_the_report_md_section_is_built_from_the_results_folder(tmp_path):
     assert "\n## " not in section and "### Budget and grid" in section and "#### moeisr-liif" in section
     assert "![Routing sweep: moeisr-lte](figures/ablations_sweep_lte.png)" in section
     assert section_markdown(tmp_path) is None
+
+
+def test_a_factor_verdict_cites_its_interval_and_an_interval_holding_zero_is_no_finding(factors):
+    verdicts = factor_verdicts(factors).set_index("row")
+    findings = verdicts[verdicts["verdict"].isin(["better", "worse"])]
+    assert len(findings) >= 2  # the committed rows have findings to cite
+    assert findings["quality_lo"].notna().all() and (findings["psnr_decided_by"] == "interval").all()
+    assert ((findings["quality_lo"] > 0) | (findings["quality_hi"] < 0)).all()
+    # liif-j2 passes the floor at matched cost; widen its interval over 0 and it is no longer "better"
+    row = factors["row"] == "liif-j2"
+    assert verdicts.loc["liif-j2", "verdict"] == "better"
+    widened = factors.copy()
+    widened.loc[row, "matched_ci_lo"] = -0.01
+    line = factor_verdicts(widened).set_index("row").loc["liif-j2"]
+    assert line["verdict"] == "costlier" and line["psnr_decided_by"] == "interval"  # only its +16.6% GFLOPs remain

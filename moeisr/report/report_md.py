@@ -184,6 +184,7 @@ def efficiency_rows(
                     "ΔPSNR vs dense frontier at its GFLOPs (dB)": _frontier_text(frontier),
                     "cells with more PSNR and fewer FLOPs than the other": f"{int(dominates.sum())} of {len(cells)}",
                     "_other": other_label,
+                    "_vs_other": paired_bootstrap(_paired(frame, model, family.moe if prefix == "lmf" else family.lmf)),
                 }
             )
             if not speedups.empty:
@@ -214,32 +215,36 @@ def _frontier_text(pairs: pd.DataFrame) -> str:
 
 
 def efficiency_sentences(table: pd.DataFrame) -> str:
-    """One sentence per backbone from `efficiency_rows`: which method gives the better trade-off, and where."""
-    sentences = []
+    """A short paragraph per backbone from `efficiency_rows`: which method gives the better trade-off, and where."""
+    paragraphs = []
     column = "cells with more PSNR and fewer FLOPs than the other"
     for backbone, rows in table.groupby("backbone", sort=False):
         a, b = rows.iloc[0], rows.iloc[1]
         more_saved, less_saved = (a, b) if a["FLOPs saved, total (%)"] >= b["FLOPs saved, total (%)"] else (b, a)
-        gap = more_saved["ΔPSNR (dB)"] - less_saved["ΔPSNR (dB)"]
-        if abs(gap) < FLOOR_DB:
+        gap = more_saved["_vs_other"]  # paired per image: the method saving more minus the other
+        word, decided = gap.verdict()
+        if word == "matches":
             verdict = f"{more_saved['method']} gives the better trade-off: more FLOPs saved at the same PSNR"
-        elif gap > 0:
+        elif word == "better":
             verdict = f"{more_saved['method']} gives the better trade-off: more FLOPs saved and more PSNR kept"
         else:
             verdict = (
                 f"neither dominates: {more_saved['method']} saves more FLOPs, {less_saved['method']} keeps more PSNR"
             )
         saved = "FLOPs saved, total (%)"
-        sentences += [
+        sentences = [
             f"On {backbone}, {verdict}.",
             f"Against the equal-budget {backbone}, {a['method']} saves {a[saved]:.1f}% of the FLOPs at "
-            f"{a['ΔPSNR (dB)']:+.3f} dB and {b['method']} {b[saved]:.1f}% at {b['ΔPSNR (dB)']:+.3f} dB "
-            f"(a {abs(gap):.3f} dB gap; the floor is {FLOOR_DB:g} dB).",
+            f"{a['ΔPSNR (dB)']:+.3f} dB (95% CI {a['95% CI']}, {a['verdict']}) and {b['method']} {b[saved]:.1f}% at "
+            f"{b['ΔPSNR (dB)']:+.3f} dB ({b['95% CI']}, {b['verdict']}).",
+            f"{more_saved['method']} minus {less_saved['method']}, paired per image: {gap.mean:+.3f} dB, CI "
+            f"[{gap.lo:+.3f}, {gap.hi:+.3f}] (decided by the {decided}).",
             f"Per cell, {a['method']} has more PSNR at fewer FLOPs in {a[column]} cells, {b['method']} in {b[column]}.",
             f"{more_saved['method']} took {more_saved['training steps']} training steps in all, {less_saved['method']} "
             f"{less_saved['training steps']}.",
         ]
-    return " ".join(sentences)
+        paragraphs.append(" ".join(sentences))
+    return "\n\n".join(paragraphs)
 
 
 def efficiency_markdown(
@@ -262,7 +267,7 @@ def efficiency_markdown(
     measured = current_speedups(speedups, frame)
     if not measured.empty:
         lead += " " + speedup_provenance(measured)
-    shown = table.drop(columns=["_other"]).to_markdown(index=False, disable_numparse=True)
+    shown = table.drop(columns=["_other", "_vs_other"]).to_markdown(index=False, disable_numparse=True)
     return "\n\n".join([lead, shown, efficiency_sentences(table)])
 
 

@@ -92,15 +92,23 @@ def factor_cells(frame: pd.DataFrame, meta: pd.DataFrame, matched: pd.DataFrame 
     return cells.sort_values("row", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
-def row_intervals(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+def row_intervals(frame: pd.DataFrame, meta: pd.DataFrame, matched: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per non-reference row: its ΔPSNR against its reference paired over images (dataset, image, scale) with the
-    95% paired bootstrap interval (`moeisr.metrics.paired`), the pairs better/worse and the verdict.
+    95% paired bootstrap interval (`moeisr.metrics.paired`), the pairs better/worse and the verdict; and, for the rows
+    in `matched` (the reference re-routed to the row's decoder cost, per image, `row` naming the factor row), the
+    same interval at matched cost.
 
-    Columns: row, pairs, ci_mean, ci_lo, ci_hi, better, worse, verdict, decided_by. Empty when no row has a pair.
+    Columns: row, pairs, ci_mean, ci_lo, ci_hi, better, worse, verdict, decided_by, matched_ci_mean, matched_ci_lo,
+    matched_ci_hi (NaN without matched rows). Empty when no row has a pair.
     """
     from moeisr.metrics.paired import paired_bootstrap
 
     per_image = frame[["model", *IMAGE_KEYS, "psnr"]].drop_duplicates(["model", *IMAGE_KEYS], keep="last")
+    at_cost = (
+        matched[["row", *IMAGE_KEYS, "psnr"]].drop_duplicates(["row", *IMAGE_KEYS], keep="last")
+        if matched is not None and len(matched)
+        else None
+    )
     out = []
     for _, m in meta.iterrows():
         if m["row"] == m["reference"]:
@@ -112,10 +120,16 @@ def row_intervals(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
             continue
         stats = paired_bootstrap(merged["psnr"] - merged["psnr_ref"])
         verdict, decided = stats.verdict()
-        out.append(
-            {"row": m["row"], "pairs": stats.n, "ci_mean": stats.mean, "ci_lo": stats.lo, "ci_hi": stats.hi,
-             "better": stats.better, "worse": stats.worse, "verdict": verdict, "decided_by": decided}
-        )  # fmt: skip
+        line = {"row": m["row"], "pairs": stats.n, "ci_mean": stats.mean, "ci_lo": stats.lo, "ci_hi": stats.hi,
+                "better": stats.better, "worse": stats.worse, "verdict": verdict, "decided_by": decided,
+                "matched_ci_mean": math.nan, "matched_ci_lo": math.nan, "matched_ci_hi": math.nan}  # fmt: skip
+        if at_cost is not None:
+            pair = mine.merge(at_cost[at_cost["row"] == m["row"]].drop(columns="row"), on=IMAGE_KEYS,
+                              suffixes=("", "_matched"))  # fmt: skip
+            if len(pair):
+                at = paired_bootstrap(pair["psnr"] - pair["psnr_matched"])
+                line |= {"matched_ci_mean": at.mean, "matched_ci_lo": at.lo, "matched_ci_hi": at.hi}
+        out.append(line)
     return pd.DataFrame(out)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from moeisr.metrics.paired import paired_bootstrap
 from moeisr.report.ablations.tables import NOISE_FACTOR, default_oracle, family_label, fmt, markdown, oracle_name
 
 NOTABLE_DB = 0.05  # a change counts if it moves PSNR by more than this much (mean over the cells) ...
@@ -52,11 +53,18 @@ def _sign(value: float, floor: float) -> int:
     return 0 if abs(value) <= floor else (1 if value > 0 else -1)
 
 
-def verdict(quality_db: float, d_gflops_pct: float, at_matched_cost: bool, floor_db: float, floor_pct: float) -> str:
-    """better / worse (quality beyond its floor; at its own cost only if the cost did not move the same way),
-    trade-off (better but costlier, or cheaper but worse, at its own cost), cheaper / costlier (the quality within
-    its floor: only the operating point moved), neutral (both within their floors)."""
-    q, c = _sign(quality_db, floor_db), _sign(d_gflops_pct, floor_pct)
+def verdict(
+    quality_db: float,
+    d_gflops_pct: float,
+    at_matched_cost: bool,
+    floor_db: float,
+    floor_pct: float,
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """better / worse (quality beyond its floor and, given its 95% `interval`, that interval excluding 0; at its own
+    cost only if the cost did not move the same way), trade-off (better but costlier, or cheaper but worse, at its
+    own cost), cheaper / costlier (the quality not a finding: only the operating point moved), neutral (neither)."""
+    q, c = _quality_sign(quality_db, floor_db, interval)[0], _sign(d_gflops_pct, floor_pct)
     if q:
         if at_matched_cost or c != q:
             return "better" if q > 0 else "worse"
@@ -64,10 +72,30 @@ def verdict(quality_db: float, d_gflops_pct: float, at_matched_cost: bool, floor
     return {-1: "cheaper", 1: "costlier"}.get(c, "neutral")
 
 
+def _quality_sign(quality_db: float, floor_db: float, interval: tuple[float, float] | None) -> tuple[int, str]:
+    """(sign of the quality axis, what decided it): 0 when the interval holds 0 ('interval') or |quality| is within
+    the floor ('floor'); without an interval the floor alone decides."""
+    if interval is not None and interval[0] <= 0 <= interval[1]:
+        return 0, "interval"
+    if abs(quality_db) <= floor_db:
+        return 0, "floor"
+    return (1 if quality_db > 0 else -1), ("interval" if interval is not None else "floor")
+
+
+def _interval(r, measured: bool) -> tuple[float, float] | None:
+    """The 95% CI of the quality axis of a summary line (matched cost where measured), or None if not computed."""
+    lo, hi = ("matched_ci_lo", "matched_ci_hi") if measured else ("ci_lo", "ci_hi")
+    value = r.get(lo)
+    return None if value is None or value != value else (float(value), float(r[hi]))
+
+
 def factor_verdicts(summary: pd.DataFrame) -> pd.DataFrame:
-    """One line per factor row of `summary` (`analysis.factor_summary`, or factors.csv read back), in its order:
-    base, factor_label, row, value, reference_value, d_psnr, d_gflops_pct, d_psnr_matched, quality_db (the matched
-    ΔPSNR where measured, else d_psnr), the floors (`floors`) and verdict (`verdict`; NOISE_VERDICT for noise rows)."""
+    """One line per factor row of `summary` (`analysis.factor_summary`, or factors.csv read back, with the
+    `analysis.row_intervals` columns when computed), in its order: base, factor_label, row, value, reference_value,
+    d_psnr, d_gflops_pct, d_psnr_matched, quality_db (the matched ΔPSNR where measured, else d_psnr) with its 95%
+    interval quality_lo / quality_hi (NaN if not computed) and what decided the PSNR axis (psnr_decided_by:
+    'interval', or 'floor (threshold|noise)'), the floors (`floors`) and verdict (`verdict`; NOISE_VERDICT for noise
+    rows)."""
     columns = ["base", "factor", "factor_label", "row", "value", "reference_value", "d_psnr", "d_gflops_pct"]
     lines = []
     if summary.empty:
@@ -78,13 +106,20 @@ def factor_verdicts(summary: pd.DataFrame) -> pd.DataFrame:
             matched = r.get("d_psnr_matched")
             measured = matched is not None and not math.isnan(matched)
             quality = float(matched) if measured else float(r["d_psnr"])
+            interval = _interval(r, measured)
+            decided = _quality_sign(quality, limits["floor_db"], interval)[1]
             word = (
                 NOISE_VERDICT
                 if r["factor"] == NOISE_FACTOR
-                else verdict(quality, r["d_gflops_pct"], measured, limits["floor_db"], limits["floor_pct"])
+                else verdict(quality, r["d_gflops_pct"], measured, limits["floor_db"], limits["floor_pct"], interval)
             )
             line = {c: r[c] for c in columns}
             line.update(d_psnr_matched=float(matched) if measured else math.nan, quality_db=quality, **limits)
+            line.update(
+                quality_lo=interval[0] if interval else math.nan,
+                quality_hi=interval[1] if interval else math.nan,
+                psnr_decided_by=f"floor ({limits['floor_db_by']})" if decided == "floor" else decided,
+            )
             line["verdict"] = word
             lines.append(line)
     return pd.DataFrame(lines)
@@ -92,6 +127,12 @@ def factor_verdicts(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _floor(value: float, by: str, digits: int) -> str:
     return f"{fmt(value, digits)} ({by})"
+
+
+def _ci(v) -> str:
+    """A verdict line's quality interval as text ("–" when not computed)."""
+    lo = v.get("quality_lo")
+    return "–" if lo is None or lo != lo else f"[{fmt(lo, 3, True)}, {fmt(v['quality_hi'], 3, True)}]"
 
 
 def factor_verdicts_table(verdicts: pd.DataFrame) -> str:
@@ -107,6 +148,8 @@ def factor_verdicts_table(verdicts: pd.DataFrame) -> str:
                 "ΔPSNR (dB)": fmt(v["d_psnr"], 3, True),
                 "ΔGFLOPs (%)": fmt(v["d_gflops_pct"], 1, True),
                 "ΔPSNR vs ref re-routed to the row's cost (dB)": fmt(v["d_psnr_matched"], 3, True),
+                "PSNR axis: 95% CI (dB)": _ci(v),
+                "PSNR axis decided by": "–" if noise else v["psnr_decided_by"],
                 "PSNR floor (dB)": "–" if noise else _floor(v["floor_db"], v["floor_db_by"], 3),
                 "GFLOPs floor (%)": "–" if noise else _floor(v["floor_pct"], v["floor_pct_by"], 1),
                 "verdict": v["verdict"],
@@ -122,17 +165,25 @@ def factor_sentences(verdicts: pd.DataFrame) -> list[str]:
         return []
     first = verdicts.iloc[0]
     sentences = [
-        f"Each axis counts only beyond its floor ({fmt(first['floor_db'], 3)} dB PSNR, set by the "
-        f"{first['floor_db_by']}; {fmt(first['floor_pct'], 1)}% GFLOPs, set by the {first['floor_pct_by']}), and "
-        "the PSNR axis is the ΔPSNR against the re-routed reference where there is one."
+        "The PSNR axis (the ΔPSNR against the re-routed reference where there is one) counts only when its 95% "
+        f"paired interval excludes 0 and it passes {fmt(first['floor_db'], 3)} dB (set by the {first['floor_db_by']}); "
+        f"the GFLOPs axis beyond {fmt(first['floor_pct'], 1)}% (set by the {first['floor_pct_by']})."
     ]
     factors = verdicts[verdicts["verdict"] != NOISE_VERDICT]
     if factors.empty:
         return sentences
     groups = factors.groupby("verdict", sort=False)["row"].agg(list)
     order = ["better", "worse", "trade-off", "cheaper", "costlier", "neutral"]
+    findings = factors.set_index("row")
+
+    def named(row: str) -> str:  # a better/worse verdict cites its interval
+        v = findings.loc[row]
+        return f"{row} {_ci(v)}" if v["verdict"] in ("better", "worse", "trade-off") and _ci(v) != "–" else row
+
     sentences.append(
-        "Verdicts: " + "; ".join(f"{word}: {', '.join(groups[word])}" for word in order if word in groups) + "."
+        "Verdicts: "
+        + "; ".join(f"{word}: {', '.join(named(r) for r in groups[word])}" for word in order if word in groups)
+        + "."
     )
     quality = factors.loc[factors["quality_db"].abs().idxmax()]
     cost = factors.loc[factors["d_gflops_pct"].abs().idxmax()]
@@ -158,7 +209,8 @@ def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float 
     - all cheapest: GFLOPs (% of all deepest); knob: PSNR range (dB), the learned knob's span per cell;
     - argmax: below the attainable front (dB): verdict 'on front' in every cell, else 'below front';
     - learned knobs between the extremes on the front (%);
-    - argmax − random at the argmax's shares (dB): verdict better / worse / neutral against NOTABLE_DB;
+    - argmax − random at the argmax's shares (dB): verdict better / worse / neutral against NOTABLE_DB and its 95%
+      paired bootstrap interval over the cells (ci_lo, ci_hi; NaN on the lines without a verdict);
     - argmax and the oracle at ε = `level` (and at ε = 0): FLOPs saved vs all deepest (%), ΔPSNR vs all deepest (dB);
       argmax: share of the oracle's saving found (%).
     """
@@ -166,11 +218,12 @@ def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float 
     if points.empty:
         return pd.DataFrame(lines)
 
-    def add(family, comparison, unit, values: pd.Series, floor=math.nan, word=""):
+    def add(family, comparison, unit, values: pd.Series, floor=math.nan, word="", interval=(math.nan, math.nan)):
         values = values.dropna()
         if len(values):
             lines.append({"family": family, "comparison": comparison, "unit": unit, "mean": values.mean(),
-                          "min": values.min(), "max": values.max(), "floor": floor, "verdict": word})  # fmt: skip
+                          "min": values.min(), "max": values.max(), "floor": floor, "verdict": word,
+                          "ci_lo": interval[0], "ci_hi": interval[1]})  # fmt: skip
 
     for family, part in points.groupby("family", sort=False):
         learned = part[part["router"] == "learned"]
@@ -191,9 +244,11 @@ def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float 
         here = routers[routers["family"] == family] if len(routers) else routers
         pick = functools.partial(_pick, here)
         diff = (pick("learned argmax", "psnr") - pick("random, argmax shares", "psnr")).dropna()
-        if len(diff):
-            word = verdict(diff.mean(), 0.0, True, NOTABLE_DB, NOTABLE_PCT)
-            add(family, "argmax − random at the argmax's shares (dB)", "dB", diff, NOTABLE_DB, word)
+        if len(diff):  # its interval resamples the cells: the router summaries are per cell
+            stats = paired_bootstrap(diff)
+            word = verdict(diff.mean(), 0.0, True, NOTABLE_DB, NOTABLE_PCT, (stats.lo, stats.hi))
+            add(family, "argmax − random at the argmax's shares (dB)", "dB", diff, NOTABLE_DB, word,
+                (stats.lo, stats.hi))  # fmt: skip
         oracles = [level] + ([0.0] if level not in (None, 0.0) else [])
         for router in ["learned argmax"] + [oracle_name(v) for v in oracles if v is not None]:
             name = "argmax" if router == "learned argmax" else router
@@ -217,6 +272,12 @@ def _value(c, key: str) -> str:
     return fmt(c[key], COMPARE_DIGITS[c["unit"]], signed)
 
 
+def _sweep_ci(c) -> str:
+    """A sweep line's 95% interval over cells as text ("–" for lines without a verdict)."""
+    lo = c.get("ci_lo", math.nan)
+    return "–" if lo != lo else f"[{_value(c, 'ci_lo')}, {_value(c, 'ci_hi')}]"
+
+
 def sweep_comparisons_table(comparisons: pd.DataFrame) -> str:
     """Markdown: the sweep's comparison lines."""
     rows = [
@@ -225,6 +286,7 @@ def sweep_comparisons_table(comparisons: pd.DataFrame) -> str:
             "comparison": c["comparison"],
             "mean over cells": _value(c, "mean"),
             "per cell [min, max]": f"[{_value(c, 'min')}, {_value(c, 'max')}]",
+            "95% CI over cells": _sweep_ci(c),
             "floor (dB)": fmt(c["floor"], 3) if c["floor"] == c["floor"] else "–",
             "verdict": c["verdict"] or "–",
         }
@@ -253,7 +315,9 @@ def sweep_sentences(comparisons: pd.DataFrame, level: float | None) -> list[str]
         sentences.append(f"The argmax routing against the attainable Pareto front: {'; '.join(parts)}.")
     random = lines("argmax − random")
     if len(random):
-        parts = [f"{c['family']} {_value(c, 'mean')} dB ({c['verdict']})" for _, c in random.iterrows()]
+        parts = [
+            f"{c['family']} {_value(c, 'mean')} dB, CI {_sweep_ci(c)} ({c['verdict']})" for _, c in random.iterrows()
+        ]
         sentences.append(
             f"Learned minus random routing at the argmax's expert shares (same FLOPs): {'; '.join(parts)}."
         )

@@ -69,7 +69,7 @@ def summaries(raw: Mapping[str, pd.DataFrame], meta: dict) -> dict[str, pd.DataF
     rows, matched, sweep = raw["rows"], raw["matched"], raw["sweep"]
     cells = analysis.factor_cells(rows, rows_meta, matched) if len(rows_meta) and len(rows) else pd.DataFrame()
     factors = analysis.factor_summary(cells, rows_meta) if len(cells) else pd.DataFrame()
-    intervals = analysis.row_intervals(rows, rows_meta) if len(factors) else pd.DataFrame()
+    intervals = analysis.row_intervals(rows, rows_meta, matched) if len(factors) else pd.DataFrame()
     if len(intervals):  # the paired 95% CI of each row against its reference (issue 21, item 2)
         factors = factors.merge(intervals, on="row", how="left")
     points = analysis.sweep_points(sweep) if len(sweep) else pd.DataFrame()
