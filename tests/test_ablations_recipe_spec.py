@@ -286,3 +286,28 @@ def test_rule_with_two_winners_needs_the_combination_trained(combo_psnr, status,
     assert "both" not in set(decisions["row"])  # the combination is no knob
     assert recipe["set"] == both and recipe["fallback"] == "lstsq"
     assert (recipe["status"], recipe["chosen"]) == (status, chosen)
+
+
+def test_every_recipe_row_starts_from_a_converged_backbone_and_the_main_suite_stays_put(loaded):
+    profile, suite, main, rows = loaded
+    assert suite.parents == {"liif": "liif_converged", "lte": "lte_converged"}
+    for name, experiment in rows.items():
+        base = suite.row(name).base
+        assert main[base].init_from in ("liif", "lte"), base  # the base file itself starts from the 6000-step one
+        assert experiment.init_from == suite.parents[main[base].init_from], name
+        assert experiment.config_hash != main[base].config_hash  # another start, another hash: nothing reused
+    paths = default_paths(profile)
+    ablations = load_suite(paths.experiments / "ablations" / "ablations.yaml")
+    assert ablations.parents == {}
+    spec = ablations.profile(profile)
+    row = next(iter(ablations.select(spec)))
+    assert row_experiment(ablations, row, spec, main, paths.experiments).init_from in ("liif", "lte")
+
+
+def test_parents_must_map_names_to_other_names(tmp_path):
+    text = (default_paths("smoke").experiments / RECIPE).read_text()
+    for bad in ("parents: [liif]", "parents: {liif: liif}", "parents: {liif: 3}"):
+        path = tmp_path / "recipe.yaml"
+        path.write_text(text.replace("parents: {liif: liif_converged, lte: lte_converged}", bad))
+        with pytest.raises(UserError, match="'parents' must map"):
+            load_suite(path)

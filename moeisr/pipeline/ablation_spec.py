@@ -34,7 +34,7 @@ FACTOR_KEYS = ("label", "keys", "show")
 PROFILE_KEYS = ("rows", "budget", "grid", "sweep")
 GRID_KEYS = ("sets", "scales", "limit")
 SWEEP_KEYS = ("models", "points", "oracle_levels", "random_seeds")
-TOP_KEYS = ("factors", "rows", "profiles", "selection")
+TOP_KEYS = ("factors", "rows", "profiles", "selection", "parents")
 # The selection rule's parameters (docs/moeisr.md, "Recipe v2: how it is chosen"; moeisr/report/ablations/recipe.py)
 SELECTION_KEYS = ("min_gain_db", "min_saved_pct", "tolerance_db", "combined_factor")
 BUDGET_SECTIONS = ("optim.", "train.", "data.")
@@ -129,6 +129,8 @@ class Suite:
     rows: tuple[Row, ...]
     profiles: dict[str, Mapping]
     selection: Selection | None = None
+    # {experiment a base starts from: the one its rows start from instead}, e.g. {liif: liif_converged}
+    parents: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -250,7 +252,12 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(profiles, Mapping):
         raise UserError(f"{path}: 'profiles' must map profile names to settings")
     selection = _selection(path, doc.get("selection"), factors)
-    suite = Suite(path, factors, tuple(rows), {str(k): v or {} for k, v in profiles.items()}, selection)
+    parents = doc.get("parents") or {}
+    if not isinstance(parents, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and k != v
+                                                   for k, v in parents.items()):  # fmt: skip
+        raise UserError(f"{path}: 'parents' must map an experiment name to another, e.g. {{liif: liif_converged}}")
+    profiles = {str(k): v or {} for k, v in profiles.items()}
+    suite = Suite(path, factors, tuple(rows), profiles, selection, dict(parents))
     for name in suite.profiles:
         suite.profile(name)  # shape check of every profile now, not when it is first used
     return suite
@@ -368,10 +375,14 @@ def row_experiment(
     overrides: Sequence[str] = (),
 ) -> Experiment:
     """The row's merged, validated experiment (module docstring), named after the row, whose parent is the main
-    job's loaded `init_from` experiment (so the chained config hash names the backbone checkpoint it starts from)."""
+    job's loaded `init_from` experiment (so the chained config hash names the backbone checkpoint it starts from);
+    a base starting from a key of the suite's `parents` starts from its value instead (an `init_from` layer last)."""
     layers = [*overrides, *profile.budget_overrides(), *row.overrides(), f"name={row.name}"]
     try:
         experiment = load_experiment(experiments_dir / f"{row.base}.yaml", profile.name, layers)
+        if experiment.init_from in suite.parents:
+            layers.append(f"init_from={json.dumps(suite.parents[experiment.init_from])}")
+            experiment = load_experiment(experiments_dir / f"{row.base}.yaml", profile.name, layers)
     except UserError as exc:
         raise UserError(f"{suite.path}: row {row.name!r}: {exc}") from None
     return with_loaded_parent(

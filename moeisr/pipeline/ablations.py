@@ -76,7 +76,7 @@ STAGES = ("train", "eval", "heldout", "sweep", "report")  # heldout: suites with
 MODEL_NAMES = {role.experiment: role.model for role in ROLES}  # moeisr_liif -> moeisr-liif (the `model` column)
 
 # Planning constants for `estimate`, measured on the 2-core development machine (docs/ablations.md, "Budget").
-STEP_SECONDS = {"liif": 1.7, "lte": 1.2}  # one MoEISR fine-tune step over that backbone, cpu profile
+STEP_SECONDS = {"liif": 1.7, "lte": 1.2}  # one MoEISR fine-tune step over that backbone family, cpu profile
 DECODE_MP_PER_S = 0.07  # output megapixels per second of a full (deepest-expert) decode
 COUNT_MP_PER_S = 0.07  # an fvcore count at all-cheapest costs about one decode
 METRICS_S_PER_MP = 1.5  # PSNR + SSIM + LPIPS(alex) per output megapixel (measured 1.2 on one busy core)
@@ -200,9 +200,7 @@ def estimate(
     the heldout stage per row, each a full-cost decode (PSNR only, no other metric), and an fvcore count per
     architecture."""
     mp = grid_megapixels(grid)
-    train = sum(
-        experiments[r.name].optim.max_steps * STEP_SECONDS.get(experiments[r.name].init_from or "", 1.7) for r in rows
-    )
+    train = sum(experiments[r.name].optim.max_steps * STEP_SECONDS.get(_family(experiments[r.name]), 1.7) for r in rows)
     architectures = len({json.dumps(_architecture(experiments[r.name]), sort_keys=True) for r in rows})
     eval_rows = len(rows) * mp * (1 / DECODE_MP_PER_S + METRICS_S_PER_MP) + architectures * mp / COUNT_MP_PER_S
     # at most one re-routed reference per factor row (`_matched_knobs`), at about a sweep knob's cost
@@ -223,6 +221,13 @@ def estimate(
         out["heldout"] = len(rows) * 2 * held_mp / DECODE_MP_PER_S + architectures * held_mp / COUNT_MP_PER_S
         out["total"] += out["heldout"]
     return out
+
+
+def _family(experiment: Experiment) -> str:
+    """The backbone family a row fine-tunes ('liif', 'lte'): MoEISR's `backbone_spec` name, else the model's."""
+    model = experiment.spec.model
+    backbone = (model.args or {}).get("backbone_spec")
+    return backbone["name"] if isinstance(backbone, dict) and "name" in backbone else model.name
 
 
 def _architecture(experiment: Experiment) -> dict:
