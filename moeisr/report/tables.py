@@ -340,6 +340,59 @@ def decomposition_cells(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     return sort_cells(cells)
 
 
+TARGET_LOWER_DB = -0.05  # issue 20's target: each ×2–×4 cell's 95% CI lower bound of MoEISR − equal budget ≥ this
+TARGET_SAVED_PCT = 30.0  # ... with at least this % of the equal budget's FLOPs saved on average over those cells
+TARGET_MAX_SCALE = 4.0
+
+
+def target_rows(frame: pd.DataFrame, families: Sequence[Family] = FAMILIES) -> list[dict]:
+    """Issue 20's target per MoEISR model: on each ×2–×4 cell, the 95% paired bootstrap interval (over the cell's
+    images) of its PSNR minus the equal-budget backbone's; the target is met when every lower bound is at least
+    TARGET_LOWER_DB and the mean FLOPs saved over those cells is at least TARGET_SAVED_PCT. One dict per model with
+    rows at those scales: model, cells, cells_met, worst (cell label), worst_lo (dB), saved_pct, met."""
+    out = []
+    for family in families:
+        moe, equal = _per_image(frame, family.moe, "moe"), _per_image(frame, family.equal, "equal")
+        pairs = moe.merge(equal, on=IMAGE_KEYS)
+        pairs = pairs[pairs["scale"] <= TARGET_MAX_SCALE]
+        if pairs.empty:
+            continue
+        lows, saved = {}, []
+        for (dataset, scale), cell in sort_cells(pairs).groupby(["dataset", "scale"], sort=False):
+            lows[f"{dataset} {_scale_label(scale)}"] = paired_bootstrap(cell["moe_psnr"] - cell["equal_psnr"]).lo
+            saved.append(100.0 * (1.0 - cell["moe_gflops"].mean() / cell["equal_gflops"].mean()))
+        worst = min(lows, key=lows.get)
+        met_cells = sum(lo >= TARGET_LOWER_DB for lo in lows.values())
+        mean_saved = float(np.mean(saved))
+        out.append({"model": family.moe_label, "cells": len(lows), "cells_met": met_cells, "worst": worst,
+                    "worst_lo": lows[worst], "saved_pct": mean_saved,
+                    "met": met_cells == len(lows) and mean_saved >= TARGET_SAVED_PCT})  # fmt: skip
+    return out
+
+
+def target_markdown(rows: list[dict]) -> str:
+    """The target's table and one sentence per model (`target_rows`)."""
+    table = _markdown([
+        {"model": r["model"], "cells (×2–×4)": str(r["cells"]),
+         f"cells with CI lower bound ≥ {TARGET_LOWER_DB:+.2f} dB": str(r["cells_met"]),
+         "worst cell": r["worst"], "its CI lower bound (dB)": _fmt(r["worst_lo"], 3, signed=True),
+         "FLOPs saved, mean over cells (%)": _fmt(r["saved_pct"], 1), "target met": "yes" if r["met"] else "no"}
+        for r in rows
+    ])  # fmt: skip
+    sentences = [
+        f"{r['model']} {'meets' if r['met'] else 'misses'} the target: {r['cells_met']} of {r['cells']} cells keep "
+        f"the lower bound at or above {TARGET_LOWER_DB:+.2f} dB (worst {r['worst']}, {r['worst_lo']:+.3f} dB), at "
+        f"{r['saved_pct']:.1f}% of the FLOPs saved (target ≥ {TARGET_SAVED_PCT:g}%)."
+        for r in rows
+    ]
+    lead = (
+        f"Issue 20's target: on every ×2–×{TARGET_MAX_SCALE:g} cell, the 95% paired bootstrap interval of MoEISR's "
+        f"PSNR minus the equal-budget backbone's has its lower bound at or above {TARGET_LOWER_DB:+.2f} dB, with at "
+        f"least {TARGET_SAVED_PCT:g}% of the FLOPs saved on average over those cells."
+    )
+    return "\n\n".join([lead, table, " ".join(sentences)])
+
+
 def decomposition_table(
     frame: pd.DataFrame, set_sizes: Mapping[str, int] | None = None, families: Sequence[Family] = FAMILIES
 ) -> str | None:
@@ -352,6 +405,9 @@ def decomposition_table(
         "its deepest expert, routing knob −∞, minus the equal-budget backbone) + **routing cost** (MoEISR's learned "
         "routing minus all-deepest). Both are evaluated rows, not estimates. PSNR in dB, means per image."
     ]
+    target = target_rows(frame, families)
+    if target:
+        sections += ["### Target", target_markdown(target)]
     for family in families:
         cells = decomposition_cells(frame, family)
         if cells.empty:
@@ -380,7 +436,7 @@ def decomposition_table(
             summary[column] = f"{stats.mean:+.3f} [{stats.lo:+.3f}, {stats.hi:+.3f}]"
         rows.append(summary)
         sections += [f"### {family.moe_label}", _markdown(rows)]
-    return "\n\n".join(sections) + "\n" if len(sections) > 1 else None
+    return "\n\n".join(sections) + "\n" if any(s.startswith("### MoEISR") for s in sections) else None
 
 
 def _decomposition_pairs(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
