@@ -6,6 +6,7 @@ to ×4 by overrides applied to every experiment alike.
 """
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -120,8 +121,10 @@ def test_tables_and_report_render(workspace):
         cost = psnr(family.moe, "none") - psnr(family.moe, "-inf")
         assert f"| {deficit:+.3f}" in decomposition and f"| {cost:+.3f}" in decomposition
     efficiency = (results / "tables" / "efficiency.md").read_text()  # MoEISR and LMF against one equal budget
-    assert "| LTE        | MoEISR-LTE |" in efficiency and "| LTE        | LM-LTE     |" in efficiency
-    assert "On LTE, " in efficiency and "LM-LTE PSNR" in main
+    for family in FAMILIES:
+        for method in (family.moe_label, family.lmf_label):
+            assert re.search(rf"\|\s*{family.label}\s*\|\s*{method}\s*\|", efficiency), method
+        assert f"On {family.label}, " in efficiency and f"{family.lmf_label} PSNR" in main
     report = (results / "REPORT.md").read_text()
     for role, info in workspace["result"].checkpoints.items():
         assert info.experiment.config_hash in report and role in report

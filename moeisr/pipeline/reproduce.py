@@ -95,13 +95,15 @@ def seed_role(role: Role, seed: int) -> Role:
 ROLES = (  # parents before the experiments initialised from them
     Role("liif", "liif"),
     Role("lte", "lte"),
-    # LTE trained on until its held-out validation stopped rising (issue 20, item 0): LM-LTE's encoder comes from
-    # it. Not on the grid yet: the main models are still fine-tuned from the 6000-step backbones.
+    # The backbones trained on until their held-out validation stopped rising (issue 20, item 0): the LMF models'
+    # encoders come from them. Not on the grid: the main models are still fine-tuned from the 6000-step backbones.
+    Role("liif_converged", "liif-converged", evaluated=False),
     Role("lte_converged", "lte-converged", evaluated=False),
     Role("moeisr_liif", "moeisr-liif"),
     Role("moeisr_lte", "moeisr-lte"),
     Role("liif_equal", "liif-equal-budget"),
     Role("lte_equal", "lte-equal-budget"),
+    Role("lm_liif", "lm-liif"),
     Role("lm_lte", "lm-lte"),
 )
 # Seed replicas (issue 21, item 3): the models whose comparison is the report's verdict, twice more each. Not in

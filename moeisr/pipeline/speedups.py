@@ -8,8 +8,9 @@ rows), its LR as the grid's protocol makes it, every model's full `upscale` of i
 `<results>/speedups.csv` at once, so an interrupted run resumes where it stopped (cells already measured with the
 same checkpoints are skipped; `fresh` starts over).
 
-A speed-up is only worth publishing from a quiet machine: the 1-minute load average is recorded with every cell, and
-`max_load` refuses to start above it (the run's own process adds about one).
+A speed-up is only worth publishing from a quiet machine: the 1-minute load average before the run (`load_start`)
+and after each cell (`load_1min`, which counts the run's own threads) are recorded with every row, and `max_load`
+refuses to start above it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ WARMUP = 1
 CHUNK_SIZE = 32768  # the eval stage's query chunk, so the timed work is the evaluated work
 COLUMNS = (
     *("reference", "model", "dataset", "scale", "image", "reference_seconds", "model_seconds", "speedup"),
-    *("flops_ratio", "repeats", "reference_ckpt", "model_ckpt", "threads", "load_1min", "cpu", "commit"),
+    *("flops_ratio", "repeats", "reference_ckpt", "model_ckpt", "threads", "load_start", "load_1min", "cpu", "commit"),
 )
 
 
@@ -155,7 +156,8 @@ def measure_speedups(
                 "speedup": round(ref_s / median_seconds(seconds[m]), 3),
                 "flops_ratio": round(float(gflops[reference] / gflops[m]), 3), "repeats": repeats,
                 "reference_ckpt": hashes[reference], "model_ckpt": hashes[m],
-                "threads": torch.get_num_threads(), "load_1min": round(load_now, 2), "cpu": cpu, "commit": commit,
+                "threads": torch.get_num_threads(), "load_start": round(load, 2), "load_1min": round(load_now, 2),
+                "cpu": cpu, "commit": commit,
             }
             for m in present
         ]  # fmt: skip

@@ -214,6 +214,16 @@ def _frontier_text(pairs: pd.DataFrame) -> str:
     return f"{stats.mean:+.3f} [{stats.lo:+.3f}, {stats.hi:+.3f}] (interpolated)"
 
 
+def _budget_caveat(a, b) -> str:
+    """', at unequal budgets (...)' when two efficiency rows' whole training chains differ, else ''."""
+    if a["training steps"] == b["training steps"]:
+        return ""
+    return (
+        f", but at unequal budgets ({a['method']} {a['training steps']} training steps, {b['method']} "
+        f"{b['training steps']}): part of the gap may be training, not the method"
+    )
+
+
 def efficiency_sentences(table: pd.DataFrame) -> str:
     """A short paragraph per backbone from `efficiency_rows`: which method gives the better trade-off, and where."""
     paragraphs = []
@@ -233,15 +243,13 @@ def efficiency_sentences(table: pd.DataFrame) -> str:
             )
         saved = "FLOPs saved, total (%)"
         sentences = [
-            f"On {backbone}, {verdict}.",
+            f"On {backbone}, {verdict}{_budget_caveat(a, b)}.",
             f"Against the equal-budget {backbone}, {a['method']} saves {a[saved]:.1f}% of the FLOPs at "
             f"{a['ΔPSNR (dB)']:+.3f} dB (95% CI {a['95% CI']}, {a['verdict']}) and {b['method']} {b[saved]:.1f}% at "
             f"{b['ΔPSNR (dB)']:+.3f} dB ({b['95% CI']}, {b['verdict']}).",
             f"{more_saved['method']} minus {less_saved['method']}, paired per image: {gap.mean:+.3f} dB, CI "
             f"[{gap.lo:+.3f}, {gap.hi:+.3f}] (decided by the {decided}).",
             f"Per cell, {a['method']} has more PSNR at fewer FLOPs in {a[column]} cells, {b['method']} in {b[column]}.",
-            f"{more_saved['method']} took {more_saved['training steps']} training steps in all, {less_saved['method']} "
-            f"{less_saved['training steps']}.",
         ]
         paragraphs.append(" ".join(sentences))
     return "\n\n".join(paragraphs)

@@ -469,9 +469,17 @@ def speedup_provenance(speedups: pd.DataFrame) -> str:
         f"Measured speed-up: the equal-budget backbone's wall-clock time over the model's, one image per cell (its "
         f"decoder share of the FLOPs closest to the cell's median), timed alternately in one process, median of "
         f"{int(speedups['repeats'].min())}+ rounds, on {', '.join(sorted(set(speedups['cpu'])))} with {threads} "
-        f"torch thread(s), at commit {commits}, 1-minute load average {speedups['load_1min'].min():.2f} to "
-        f"{speedups['load_1min'].max():.2f} (`moeisr speedups`, docs/speed.md); FLOPs ratio on the same image."
+        f"torch thread(s), at commit {commits}, 1-minute load average {_load_text(speedups)} (`moeisr speedups`, "
+        "docs/speed.md); FLOPs ratio on the same image."
     )
+
+
+def _load_text(speedups: pd.DataFrame) -> str:
+    """The load averages of a speed-up run: before it started (what says the machine was quiet) and during it."""
+    during = f"{speedups['load_1min'].min():.2f} to {speedups['load_1min'].max():.2f} during it"
+    if "load_start" not in speedups:
+        return during
+    return f"{speedups['load_start'].max():.2f} before the run, {during} (its own threads included)"
 
 
 def _speedup(speedups: pd.DataFrame, model: str, dataset: str, scale: float) -> tuple[str, str]:
