@@ -273,10 +273,9 @@ def efficiency_markdown(
         "the method's GFLOPs per image and never extrapolates outside their range."
     )
     measured = current_speedups(speedups, frame)
-    if not measured.empty:
-        lead += " " + speedup_provenance(measured)
+    provenance = [] if measured.empty else [speedup_provenance(measured)]
     shown = table.drop(columns=["_other", "_vs_other"]).to_markdown(index=False, disable_numparse=True)
-    return "\n\n".join([lead, shown, efficiency_sentences(table)])
+    return "\n\n".join([lead, *provenance, shown, efficiency_sentences(table)])
 
 
 def reading(
