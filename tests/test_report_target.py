@@ -25,9 +25,7 @@ def test_the_target_is_read_from_per_cell_intervals_of_the_committed_rows():
             default[default["model"] == family.equal][keys + ["psnr", "gflops"]], on=keys, suffixes=("", "_eq")
         )
         pairs = pairs[pairs["scale"] <= 4]
-        lows = {
-            cell: paired_bootstrap(p["psnr"] - p["psnr_eq"]).lo for cell, p in pairs.groupby(["dataset", "scale"])
-        }
+        lows = {cell: paired_bootstrap(p["psnr"] - p["psnr_eq"]).lo for cell, p in pairs.groupby(["dataset", "scale"])}
         assert r["cells"] == len(lows) == 12  # 4 sets × 3 scales
         assert r["cells_met"] == sum(lo >= TARGET_LOWER_DB for lo in lows.values())
         assert r["worst_lo"] == min(lows.values())
