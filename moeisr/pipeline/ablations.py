@@ -68,7 +68,7 @@ from moeisr.pipeline.ablation_spec import (
     row_experiment,
 )
 from moeisr.pipeline.bundle import CheckpointInfo, prepare_named
-from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes
+from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes, with_ancestors
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
 
@@ -441,23 +441,12 @@ def run_ablations(
     return result
 
 
-def _with_ancestors(main, names) -> set[str]:
-    """`names` and every experiment they start from, through the `init_from` chain (e.g. liif_converged → liif)."""
-    out, todo = set(names), list(names)
-    while todo:
-        parent = main[todo.pop()].init_from
-        if parent and parent not in out:
-            out.add(parent)
-            todo.append(parent)
-    return out
-
-
 def _main_checkpoints(main, required, optional, paths: Paths, profile, train_main, device, progress, log) -> dict:
     """The main job's checkpoints of `required` and `optional` (parents first), through prepare_checkpoint.
 
     A missing required checkpoint is a UserError (unless `train_main` trains it); a missing optional one is noted
     and left out."""
-    required, optional = _with_ancestors(main, required), _with_ancestors(main, optional)
+    required, optional = with_ancestors(main, required), with_ancestors(main, optional)
     out: dict[str, CheckpointInfo] = {}
     for role in ROLES:
         name = role.experiment

@@ -39,7 +39,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -517,12 +517,19 @@ def _selected_roles(
         found = f"unknown model {unknown[0]!r}" if unknown else "no model selected"
         hint = " (seed replicas need --seeds)" if unknown and unknown[0] in SEED_MODEL_NAMES else ""
         raise UserError(f"{found}{hint}; choose from {', '.join(names)}")
-    needed = {r.name for r in roles if r.model in models}
-    for role in reversed(roles):  # children after their parents in `roles`: walk back to add every ancestor
-        parent = experiments[role.name].init_from
-        if role.name in needed and parent is not None:
-            needed.add(parent)
+    needed = with_ancestors(experiments, {r.name for r in roles if r.model in models})
     return [r for r in roles if r.name in needed], "bicubic" in models
+
+
+def with_ancestors(experiments: Mapping[str, Experiment], names) -> set[str]:
+    """`names` and every experiment they start from, through the `init_from` chain (liif_converged → liif)."""
+    out, todo = set(names), list(names)
+    while todo:
+        parent = experiments[todo.pop()].init_from
+        if parent is not None and parent not in out:
+            out.add(parent)
+            todo.append(parent)
+    return out
 
 
 def knob_runs(grid: Grid, entries) -> list[tuple[Grid, list]]:
