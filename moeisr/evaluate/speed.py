@@ -10,7 +10,6 @@ measured on every image first (docs/speed.md).
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping
 
@@ -52,8 +51,3 @@ def time_side_by_side(
             runs[name]()
             seconds[name].append(time.perf_counter() - start)
     return seconds
-
-
-def median_seconds(seconds: list[float]) -> float:
-    """The median of one model's rounds (s)."""
-    return float(statistics.median(seconds))

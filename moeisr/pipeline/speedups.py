@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from moeisr.errors import UserError
 from moeisr.evaluate.cache import ckpt_hash
 from moeisr.evaluate.recheck import read_rows_csv
 from moeisr.evaluate.runner import checkpoint_entry, super_resolve
-from moeisr.evaluate.speed import median_seconds, representative_image, time_side_by_side
+from moeisr.evaluate.speed import representative_image, time_side_by_side
 from moeisr.provenance import cpu_name, current_commit
 
 # (reference, its efficient models): the first model's rows choose each cell's image
@@ -66,10 +67,13 @@ def _bundles(results: Path) -> tuple[dict[str, Path], dict[str, float]]:
     return bundles, run.get("encoder_flops_per_lr_pixel") or {}
 
 
-def _previous(out: Path, fresh: bool) -> pd.DataFrame:
+def _measured(out: Path, fresh: bool) -> set[tuple]:
+    """The (model, dataset, scale, model_ckpt, reference_ckpt) of the rows already in `out` (none with `fresh`)."""
     if fresh or not out.is_file():
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.read_csv(out, dtype={"image": str})
+        return set()
+    rows = pd.read_csv(out, dtype={"model_ckpt": str, "reference_ckpt": str})
+    keys = ("model", "dataset", "scale", "model_ckpt", "reference_ckpt")
+    return set(zip(*(rows[k] for k in keys), strict=True))
 
 
 def measure_speedups(
@@ -97,10 +101,11 @@ def measure_speedups(
         raise UserError(f"1-minute load average {load:.2f} > {max_load:g}: the machine is busy; stop the other jobs "
                         "(or raise --max-load) before measuring speed")  # fmt: skip
     out = results / SPEEDUPS_CSV
-    done = _previous(out, fresh)
+    done = _measured(out, fresh)
     if fresh and out.exists():
         out.unlink()
     cells, hashes = [], {}
+    wanted_scales = {float(s) for s in scales or ()}
     for reference, models in SPEED_PAIRS:
         present = [m for m in models if m in set(rows["model"]) and m in bundles]
         skipped = [m for m in models if m not in present]
@@ -117,22 +122,16 @@ def measure_speedups(
                                 f"with ({', '.join(sorted(evaluated))}); rerun `moeisr reproduce`")  # fmt: skip
         mine = rows[rows["model"].isin(names)]
         for (dataset, scale), cell in mine.groupby(["dataset", "scale"], sort=False):
-            if (sets and dataset not in sets) or (scales and float(scale) not in {float(s) for s in scales}):
+            if (sets and dataset not in sets) or (scales and float(scale) not in wanted_scales):
                 continue
             if set(cell["model"]) != set(names):
                 continue
-            measured = done[(done["reference"] == reference) & (done["dataset"] == dataset)
-                            & (done["scale"] == float(scale))]  # fmt: skip
-            if (
-                len(measured)
-                and set(measured["model_ckpt"].astype(str)) == {hashes[m] for m in present}
-                and set(measured["reference_ckpt"].astype(str)) == {hashes[reference]}
-            ):
+            if all((m, dataset, float(scale), hashes[m], hashes[reference]) in done for m in present):
                 continue
             cells.append((reference, present, dataset, float(scale), cell))
     log(f"[speedups] {len(cells)} cells to measure, {repeats} rounds each ({device}, {torch.get_num_threads()} "
         f"threads, load {load:.2f}); writing {out}")  # fmt: skip
-    entries = {}
+    entries, images = {}, {}
     commit, cpu = current_commit(), cpu_name()
     for reference, present, dataset, scale, cell in tqdm(cells, desc="speedups", unit="cell", disable=not progress):
         for m in (reference, *present):
@@ -140,20 +139,21 @@ def measure_speedups(
                 entries[m] = checkpoint_entry(bundles[m], name=m, device=device)
         chooser = cell[cell["model"] == present[0]]
         image = representative_image(chooser, encoder_flops.get(present[0], 0.0))
-        path = next(p for p in list_images(dataset) if p.stem == image)
-        hr, lr = degrade(load_image(path), scale)
+        if dataset not in images:
+            images[dataset] = {p.stem: p for p in list_images(dataset)}
+        hr, lr = degrade(load_image(images[dataset][image]), scale)
         lr, size = lr[None].to(device), tuple(hr.shape[-2:])
 
         runs = {m: _upscaler(entries[m], lr, size, device) for m in (reference, *present)}
         seconds = time_side_by_side(runs, repeats, WARMUP)
         gflops = cell[cell["image"].astype(str) == image].set_index("model")["gflops"]
         load_now = os.getloadavg()[0]
-        ref_s = median_seconds(seconds[reference])
+        median = {m: statistics.median(t) for m, t in seconds.items()}
         lines = [
             {
                 "reference": reference, "model": m, "dataset": dataset, "scale": scale, "image": image,
-                "reference_seconds": round(ref_s, 4), "model_seconds": round(median_seconds(seconds[m]), 4),
-                "speedup": round(ref_s / median_seconds(seconds[m]), 3),
+                "reference_seconds": round(median[reference], 4), "model_seconds": round(median[m], 4),
+                "speedup": round(median[reference] / median[m], 3),
                 "flops_ratio": round(float(gflops[reference] / gflops[m]), 3), "repeats": repeats,
                 "reference_ckpt": hashes[reference], "model_ckpt": hashes[m],
                 "threads": torch.get_num_threads(), "load_start": round(load, 2), "load_1min": round(load_now, 2),
