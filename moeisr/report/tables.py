@@ -520,7 +520,8 @@ def main_table(
         "exactly MoEISR's extra steps)."
     ]
     all_cells = {family.label: family_cells(frame, family) for family in families}
-    if any(not frontier_pairs(frame, family).empty for family in families):
+    all_pairs = {family.label: frontier_pairs(frame, family) for family in families}
+    if any(not pairs.empty for pairs in all_pairs.values()):
         sections.append(
             "ΔPSNR vs the dense frontier: MoEISR minus the dense decoders' PSNR interpolated linearly at MoEISR's "
             "GFLOPs on each image (the frontier: the backbone with 1 to all MLP hidden layers, each at MoEISR's "
@@ -537,7 +538,7 @@ def main_table(
         sections.append(speedup_provenance(speedups))
     for family in families:
         cells = all_cells[family.label]
-        pairs = frontier_pairs(frame, family)
+        pairs = all_pairs[family.label]
         frontier = None if pairs.empty else dict(list(pairs.groupby(["dataset", "scale"])))
         show_knob = not cells.empty and cells["knob"].nunique() > 1
         rows = []
