@@ -10,6 +10,10 @@ optional `profiles:` mapping. `load_experiment(path, profile, overrides)` merges
 5. the experiment file's `profiles.<profile>:`,
 6. CLI-style overrides such as `optim.lr=1e-4`.
 
+A file may name another with `extends: <experiment>`: that file's sections and its `profiles.<profile>:`
+(its own `extends` first) come between 3 and 4, so a variant states only what it changes (its `name`
+stays its own). `init_from` is different: it names the checkpoint the run starts from.
+
 So the shared profiles are *defaults*: an experiment that fixes `optim.max_steps` in its base sections
 keeps it under every profile. Keys that must change with the profile belong in the shared file or in the
 experiment's own `profiles:` section. Mappings merge key by key; lists and scalars replace. Any mapping
@@ -739,8 +743,9 @@ def load_experiment(
     doc = read_yaml(path)
     own_profiles = _profiles_of(doc, path, "profiles")
     shared_profiles = _profiles_of(shared, Path(profiles_path or ""), "profiles")
+    bases = _extended(doc, path, profiles_path, (path.resolve(),))
 
-    available = sorted(set(shared_profiles) | set(own_profiles))
+    available = sorted(set(shared_profiles) | set(own_profiles) | {p for *_, names in bases for p in names})
     if profile not in available:
         close = difflib.get_close_matches(str(profile), available, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
@@ -749,7 +754,8 @@ def load_experiment(
     layers = [
         (f"{profiles_path} (defaults)", _expand_dotted(shared.get("defaults") or {})),
         (f"{profiles_path} (profile '{profile}')", shared_profiles.get(profile, {})),
-        (str(path), _expand_dotted({k: v for k, v in doc.items() if k != "profiles"})),
+        *_extended_layers(bases, profile),
+        (str(path), _expand_dotted({k: v for k, v in doc.items() if k not in ("profiles", "extends")})),
         (f"{path} (profiles.{profile})", own_profiles.get(profile, {})),
     ]
     for text in overrides or ():
@@ -845,7 +851,9 @@ def _source_of(key: str, provenance: Mapping[str, str]) -> str:
     return below[-1] if below else "schema default"
 
 
-def _load_parent(name, path, profile, profiles_path, chain, provenance) -> Experiment:
+def _experiment_file(name, path, profiles_path, chain, key: str, source: str) -> Path:
+    """The file of experiment `name` named by `key` (init_from, extends) of `path`: beside it or beside the profiles
+    file. UserError (from `source`) when there is none or when it closes a cycle of `chain`."""
     folders = list(dict.fromkeys([path.parent, *([Path(profiles_path).parent] if profiles_path else [])]))
     for folder in folders:
         candidate = folder / f"{name}.yaml"
@@ -855,9 +863,44 @@ def _load_parent(name, path, profile, profiles_path, chain, provenance) -> Exper
         nearby = sorted({p.stem for f in folders for p in f.glob("*.yaml")} - {"profiles"})
         close = difflib.get_close_matches(name, nearby, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        source = _source_of("init_from", provenance)
-        raise UserError(f"{source}: init_from {name!r}: no {name}.yaml in {', '.join(map(str, folders))}{hint}")
+        raise UserError(f"{source}: {key} {name!r}: no {name}.yaml in {', '.join(map(str, folders))}{hint}")
     if candidate.resolve() in chain:
         cycle = " -> ".join(p.stem for p in (*chain, candidate))
-        raise UserError(f"{path}: init_from makes a cycle ({cycle})")
+        raise UserError(f"{path}: {key} makes a cycle ({cycle})")
+    return candidate
+
+
+def _load_parent(name, path, profile, profiles_path, chain, provenance) -> Experiment:
+    source = _source_of("init_from", provenance)
+    candidate = _experiment_file(name, path, profiles_path, chain, "init_from", source)
     return load_experiment(candidate, profile, profiles_path=profiles_path, _chain=chain)
+
+
+# Keys of an extended file that its variant does not take over: the variant's own name is its file's stem.
+_NOT_INHERITED = ("profiles", "extends", "name")
+
+
+def _extended(doc: Mapping, path: Path, profiles_path, chain: tuple[Path, ...]) -> list[tuple[Path, dict, dict, set]]:
+    """The files `doc` (read from `path`) extends, the furthest first: (file, its document, its profiles, their
+    names). Empty without `extends`."""
+    name = doc.get("extends")
+    if name is None:
+        return []
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise UserError(f"{path}: extends: expected an experiment name, got {name!r}")
+    base = _experiment_file(name, path, profiles_path, chain, "extends", str(path))
+    base_doc = read_yaml(base)
+    profiles = _profiles_of(base_doc, base, "profiles")
+    further = _extended(base_doc, base, profiles_path, (*chain, base.resolve()))
+    return [*further, (base, base_doc, profiles, set(profiles))]
+
+
+def _extended_layers(bases, profile: str) -> list[tuple[str, dict]]:
+    """The merge layers of the `_extended` files under `profile`: each file's sections, then its profile's."""
+    layers = []
+    for base, base_doc, profiles, _ in bases:
+        layers.append(
+            (f"{base} (extended)", _expand_dotted({k: v for k, v in base_doc.items() if k not in _NOT_INHERITED}))
+        )
+        layers.append((f"{base} (profiles.{profile}, extended)", profiles.get(profile, {})))
+    return layers

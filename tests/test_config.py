@@ -313,3 +313,36 @@ def test_an_init_from_experiment_inherits_its_parents_model(tmp_path):
         assert moe.spec.model.args["backbone_spec"]["args"]["encoder_spec"]["args"]["n_feats"] == feats
     with pytest.raises(UserError, match="init_from is not set"):
         load_experiment(tmp_path / "orphan.yaml", "small")
+
+
+def test_a_variant_extends_an_experiment_and_states_only_what_it_changes(tmp_path):
+    experiments = tmp_path / "experiments"
+    shutil.copytree(REPO / "experiments", experiments)
+    variant = write(
+        experiments,
+        "moeisr_liif_variant",
+        "extends: moeisr_liif\ninit_from: liif_converged\ninit: {experts: prefix_lstsq}\n"
+        "profiles:\n  cpu: {optim.lr: 1.0e-4}\n",
+    )
+    for profile in ("smoke", "cpu", "paper"):
+        base = load_experiment(experiments / "moeisr_liif.yaml", profile)
+        got = load_experiment(variant, profile)
+        assert got.name == "moeisr_liif_variant" and got.parent.name == "liif_converged"
+        assert got.spec.init.experts == "prefix_lstsq" and base.spec.init.experts != "prefix_lstsq"
+        lr = 1e-4 if profile == "cpu" else base.optim.lr
+        # everything else is the extended file's, its profile section included (the cpu profile's 2000 steps)
+        expected = base.to_dict() | {"name": got.name, "init_from": "liif_converged"}
+        expected["init"] = got.to_dict()["init"]
+        expected["optim"] = base.to_dict()["optim"] | {"lr": lr}
+        # the model is the new parent's (@init_from), which is the converged LIIF's = the 6000-step LIIF's
+        assert got.to_dict() == expected
+        assert got.provenance["loss.balance_weight"].endswith("moeisr_liif.yaml (extended)")
+    assert load_experiment(variant, "cpu").provenance["optim.max_steps"].endswith("(profiles.cpu, extended)")
+
+    write(experiments, "typo", "extends: moeisr_liff\n")
+    assert error_of(experiments / "typo.yaml", "smoke").endswith("(did you mean 'moeisr_liif'?)")
+    write(experiments, "a", "extends: b\n")
+    write(experiments, "b", "extends: a\n")
+    assert "extends makes a cycle (a -> b -> a)" in error_of(experiments / "a.yaml", "smoke")
+    write(experiments, "bad", "extends: [moeisr_liif]\n")
+    assert "extends: expected an experiment name" in error_of(experiments / "bad.yaml", "smoke")

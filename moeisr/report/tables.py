@@ -671,7 +671,8 @@ def published_table(
 
     Our columns: bicubic beside the published bicubic (the one directly comparable row), our backbone and its
     MoEISR beside the published LIIF/LTE rows of the same family; context rows (MetaSR, fixed-scale EDSR/RDN) are
-    left out, as are sets we do not evaluate (they stay in the CSV).
+    left out, as are sets we do not evaluate (they stay in the CSV). Where `frame` holds fewer of a set's images
+    than `set_sizes` counts, our mean is over that subset, and the row says so: not comparable, bicubic included.
     """
     published = published_results() if published is None else published
     ours = set_means(frame, metrics=("psnr",)) if len(frame) else pd.DataFrame(columns=["model", "dataset", "scale"])
@@ -679,12 +680,17 @@ def published_table(
     by_family = {f.backbone: (f.backbone, f.moe) for f in families} | {"bicubic": ("bicubic",)}
     shown = [p for p in published if p.family in by_family and p.dataset in evaluated]
     left_out = len(published) - len(shown)
+    counted = frame.groupby("dataset")["image"].nunique() if len(frame) else pd.Series(dtype=int)
+    subsets = {d: (int(n), set_sizes[d]) for d, n in counted.items() if set_sizes and n < set_sizes.get(d, n)}
     lines = [
         "**Citations, not measurements of this suite.** The published LIIF/LTE numbers come from other encoders "
         "(full-size EDSR-baseline or RDN), other training data (DIV2K) and other budgets; only bicubic is directly "
-        "comparable. Every row names its source.",
+        "comparable, and only on a whole set. Every row names its source.",
         "",
     ]
+    if subsets:
+        listed = ", ".join(f"{d} ({n} of {m} images)" for d, (n, m) in subsets.items())
+        lines += [f"Our means on {listed} are over the evaluated subset, so no row of those sets is comparable.", ""]
     rows = []
     order = {name: i for i, name in enumerate(SET_ORDER)}
     for item in sorted(shown, key=lambda p: (p.family != "bicubic", p.method, order.get(p.dataset, 99), p.scale)):
@@ -702,7 +708,12 @@ def published_table(
             match = ours[(ours["model"] == name) & (ours["dataset"] == item.dataset) & (ours["scale"] == item.scale)]
             if len(match):
                 values.append(f"{name} {match['psnr'].iloc[0]:.2f}")
-        row["ours"] = "; ".join(values) or "not evaluated"
+        subset = (
+            f" (subset: {subsets[item.dataset][0]} of {subsets[item.dataset][1]} images)"
+            if item.dataset in subsets
+            else ""
+        )
+        row["ours"] = "; ".join(values) + subset if values else "not evaluated"
         rows.append(row)
     if rows:
         lines.append(_markdown(rows))
