@@ -41,3 +41,11 @@ def test_an_interval_across_zero_matches():
     assert paired_bootstrap(d).verdict() == ("matches", "interval")
     with pytest.raises(ValueError):
         paired_bootstrap([np.nan])
+
+
+def test_the_reversed_comparison_mirrors_the_bootstrap_of_the_negated_differences():
+    d = np.random.default_rng(3).normal(0.04, 0.1, size=57)
+    forward, backward = paired_bootstrap(d), paired_bootstrap(-d)
+    mirrored = forward.reversed()
+    assert (mirrored.n, mirrored.better, mirrored.worse) == (backward.n, backward.better, backward.worse)
+    assert np.allclose([mirrored.mean, mirrored.lo, mirrored.hi], [backward.mean, backward.lo, backward.hi])

@@ -37,6 +37,10 @@ class PairedDifference:
             return "matches", f"floor {floor:g}"
         return "matches", "interval"
 
+    def reversed(self) -> PairedDifference:
+        """The same comparison the other way round (b − a for a − b): the percentile interval mirrors exactly."""
+        return PairedDifference(self.n, -self.mean, -self.hi, -self.lo, self.worse, self.better)
+
 
 def paired_bootstrap(differences, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95):
     """The PairedDifference of per-image `differences` (1-D, e.g. dB); NaNs are dropped. ValueError when empty."""

@@ -155,6 +155,7 @@ def efficiency_rows(
         for model in (family.equal, family.moe, family.lmf):
             rows = default[default["model"] == model][keep].assign(dec=_decoder_gflops(frame, model, encoder_flops))
             decoder[model] = rows.groupby(["dataset", "scale"])["dec"].mean()
+        between = paired_bootstrap(_paired(frame, family.moe, family.lmf))  # MoEISR − LMF, per image
         methods = ((family.moe_label, family.moe, "moe", family.lmf_label, "lmf"),
                    (family.lmf_label, family.lmf, "lmf", family.moe_label, "moe"))  # fmt: skip
         for label, model, prefix, other_label, other in methods:
@@ -184,7 +185,7 @@ def efficiency_rows(
                     "ΔPSNR vs dense frontier at its GFLOPs (dB)": _frontier_text(frontier),
                     "cells with more PSNR and fewer FLOPs than the other": f"{int(dominates.sum())} of {len(cells)}",
                     "_other": other_label,
-                    "_vs_other": paired_bootstrap(_paired(frame, model, family.moe if prefix == "lmf" else family.lmf)),
+                    "_vs_other": between if prefix == "moe" else between.reversed(),
                 }
             )
             if not speedups.empty:
