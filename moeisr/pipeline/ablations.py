@@ -53,7 +53,7 @@ from moeisr.evaluate.reference_routers import evaluate_reference_routers, refere
 from moeisr.evaluate.routers import default_routing_cost, knob_at_cost, sweep_knobs
 from moeisr.evaluate.runner import Grid, ModelEntry, checkpoint_entry, evaluate, grid_keys
 from moeisr.flops.per_image import ArchitectureFlops
-from moeisr.io import atomic_write_text
+from moeisr.io import FileLock, atomic_write_text
 from moeisr.pipeline.ablation_spec import (
     SUITE_FILE,
     ProfileSpec,
@@ -493,18 +493,14 @@ def _row_checkpoint(row: Row, experiment, paths: AblationPaths, profile, result,
 def _heldout(split: dict, entries: dict[str, ModelEntry], paths: AblationPaths, device, commit, flops, log) -> list:
     """Measure every row's checkpoint on the held-out split (`Validator.measure`: per crop PSNR, GFLOPs, shares,
     decoder cost) into `heldout.csv`, reusing a row's records while its checkpoint hash and the split are unchanged.
-    Returns the rows measured now. The split is the one `check_heldout` accepted: never a benchmark set."""
+    Returns the rows measured now. The split is the one `check_heldout` accepted: never a benchmark set. Jobs over
+    different rows may run at once: the file is re-read and merged under a lock when this job's rows are written."""
     from moeisr.train.validation import Validator
 
     validator = Validator(split["set"], split["scales"], split["limit"], crop=split["crop"])
     expected = sum(len(pairs) for pairs in validator.pairs().values())
-    old = (
-        pd.read_csv(paths.heldout, dtype={"row": str, "ckpt_hash": str, "image": str})
-        if paths.heldout.is_file()
-        else None
-    )
-    parts = [old[~old["row"].isin(list(entries))]] if old is not None else []  # other rows' records stay
-    measured = []
+    old = _read_heldout(paths.heldout)
+    parts, measured = [], []
     for name, entry in entries.items():
         if old is not None:
             mine = old[(old["row"] == name) & (old["ckpt_hash"] == entry.ckpt_hash) & (old["dataset"] == split["set"])]
@@ -523,10 +519,18 @@ def _heldout(split: dict, entries: dict[str, ModelEntry], paths: AblationPaths, 
         psnr = frame.groupby("scale")["psnr"].mean()
         shown = ", ".join(f"x{s:g} {v:.3f} dB" for s, v in psnr.items())
         log(f"[heldout] {name}: {split['set']} {shown} ({time.monotonic() - started:.0f} s)")
-    parts = [p for p in parts if len(p)]
-    if parts:
-        atomic_write_text(paths.heldout, pd.concat(parts, ignore_index=True).to_csv(index=False))
+    with FileLock(paths.heldout):
+        current = _read_heldout(paths.heldout)  # as other jobs left it: their rows' records stay
+        if current is not None:
+            parts.insert(0, current[~current["row"].isin(list(entries))])
+        parts = [p for p in parts if len(p)]
+        if parts:
+            atomic_write_text(paths.heldout, pd.concat(parts, ignore_index=True).to_csv(index=False))
     return measured
+
+
+def _read_heldout(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, dtype={"row": str, "ckpt_hash": str, "image": str}) if path.is_file() else None
 
 
 def _grid_inputs(grid: Grid, device) -> tuple[list, list]:
