@@ -117,6 +117,14 @@ class DataSpec:
         """The scales validation runs at: `val_scales`, else `[val_scale]`."""
         return list(self.val_scales) if self.val_scales else [self.val_scale]
 
+    def validation_label(self) -> str | None:
+        """What validation reads, in words ('Set5 ×2', 'T91, 72 px crops, ×2, ×4'); None without validation."""
+        if self.val_set is None:
+            return None
+        crops = f", {self.val_crop} px crops" if self.val_crop else ""
+        first = f" (first {self.val_limit})" if self.val_limit else ""
+        return f"{self.val_set}{first}{crops}, " + ", ".join(f"×{s:g}" for s in self.validation_scales())
+
 
 @dataclass(frozen=True)
 class ScheduleSpec:

@@ -346,3 +346,12 @@ def test_a_variant_extends_an_experiment_and_states_only_what_it_changes(tmp_pat
     assert "extends makes a cycle (a -> b -> a)" in error_of(experiments / "a.yaml", "smoke")
     write(experiments, "bad", "extends: [moeisr_liif]\n")
     assert "extends: expected an experiment name" in error_of(experiments / "bad.yaml", "smoke")
+
+
+def test_the_validation_label_says_what_each_run_validates_on():
+    experiments = REPO / "experiments"
+    labels = {
+        n: load_experiment(experiments / f"{n}.yaml", "cpu").data.validation_label() for n in ("liif", "liif_converged")
+    }
+    assert labels == {"liif": "Set5 (first 5), ×2", "liif_converged": "T91, 72 px crops, ×2, ×4"}
+    assert load_experiment(experiments / "liif.yaml", "cpu", ["data.val_set=null"]).data.validation_label() is None

@@ -487,6 +487,7 @@ def reproduce(
             "figure_scale": FIGURE_SCALE,
             "pictures": pictures,
             "logs": {r.model: f"logs/{r.name}.csv" for r in all_roles},
+            "validation": {r.model: experiments[r.name].data.validation_label() for r in all_roles},
         }
         if seeds:  # the training seed of every model with replicas and of its replicas (the Seeds table's labels)
             seeded = {r.experiment for r in SEED_ROLES}

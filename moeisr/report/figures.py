@@ -24,7 +24,7 @@ from matplotlib.patches import Patch, Rectangle
 from moeisr.evaluate.pictures import ExpertMapSample, QualitativeCrops, read_crops, read_expert_maps  # noqa: F401
 from moeisr.io import atomic_write_bytes
 from moeisr.models.moe.colors import COLOR_NAMES, expert_colors
-from moeisr.report.tables import FAMILIES, MODEL_ORDER, Family, dataset_label, sort_cells
+from moeisr.report.tables import FAMILIES, FAMILIES_V1, FAMILIES_V2, MODEL_ORDER, Family, dataset_label, sort_cells
 
 DPI = 110
 STYLE = {"bicubic": ("#7f7f7f", "x"), "liif": ("#1f77b4", "o"), "liif-equal-budget": ("#6baed6", "s"),
@@ -33,6 +33,9 @@ STYLE = {"bicubic": ("#7f7f7f", "x"), "liif": ("#1f77b4", "o"), "liif-equal-budg
          "LIIF dense frontier": ("#9ecae1", "."), "LTE dense frontier": ("#fcbba1", "."),
          "liif-d1": ("#9ecae1", "v"), "liif-d2": ("#9ecae1", "<"), "liif-d3": ("#9ecae1", ">"),
          "lte-d1": ("#fcbba1", "v"), "lte-d2": ("#fcbba1", "<")}  # fmt: skip
+# recipe v2's models take the colours of the v1 models they replace in the figure
+STYLE |= {new: STYLE[old] for v1, v2 in zip(FAMILIES_V1, FAMILIES_V2, strict=True)
+          for old, new in ((v1.backbone, v2.backbone), (v1.equal, v2.equal), (v1.moe, v2.moe))}  # fmt: skip
 
 
 def _style(model: str) -> tuple[str, str]:
@@ -118,14 +121,15 @@ def psnr_vs_gflops(
     path: str | os.PathLike,
     set_sizes: Mapping[str, int] | None = None,
     sweep: pd.DataFrame | None = None,
+    families: Sequence[Family] = FAMILIES,
 ) -> Path | None:
     """One panel per dataset (rows) and scale (columns): mean GFLOPs vs mean PSNR, one marker per model.
 
     Bicubic has no FLOPs count and is drawn as a dashed horizontal line. `sweep`: the ablation suite's
     `sweep_points` (columns family, dataset, scale, router, knob, n, psnr, gflops); each MoEISR model's
     controllable-routing curve (router "learned") is drawn in its panels, but only where it averages the same
-    number of images as the model's marker, so that curve and markers describe the same images. None when
-    there is nothing to plot.
+    number of images as the model's marker, so that curve and markers describe the same images. Each of
+    `families` with dense rows gets its dense frontier. None when there is nothing to plot.
     """
     if frame.empty:
         return None
@@ -139,7 +143,8 @@ def psnr_vs_gflops(
     swept = means[means["curve"]][["model", "dataset", "scale"]].drop_duplicates()
     anchors = means[~means["curve"]].merge(swept, on=["model", "dataset", "scale"])  # the default ends the line
     curves = pd.concat(
-        [_matching_sweep(means, sweep), anchors.assign(curve=True), _dense_frontiers(means)], ignore_index=True
+        [_matching_sweep(means, sweep), anchors.assign(curve=True), _dense_frontiers(means, families)],
+        ignore_index=True,
     )
     title = "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)"
     if not curves.empty:
@@ -257,12 +262,17 @@ def flops_distribution(
 
 @styled
 def learning_curves(
-    logs: Mapping[str, pd.DataFrame], offsets: Mapping[str, int], path: str | os.PathLike
+    logs: Mapping[str, pd.DataFrame],
+    offsets: Mapping[str, int],
+    path: str | os.PathLike,
+    validation: Mapping[str, str | None] | None = None,
 ) -> Path | None:
     """Training L1 (left) and validation PSNR (right, if any run validated) against the global step.
 
     logs: model name → its run's log.csv rows (step, l1, val_psnr, ...); offsets: steps its parent trained before
-    it (fine-tunes continue on the parent's axis). None when no log has rows.
+    it (fine-tunes continue on the parent's axis); validation: model name → what its validation reads
+    (`DataSpec.validation_label`), named in the right panel's legend, since runs may validate on different data.
+    None when no log has rows.
     """
     logs = {name: log for name, log in logs.items() if len(log)}
     if not logs:
@@ -277,7 +287,9 @@ def learning_curves(
         if has_val and "val_psnr" in log:
             val = log["val_psnr"].notna()
             if val.any():
-                axes[1].plot(step[val], log["val_psnr"][val], color=color, marker=".", linewidth=1, label=name)
+                on = (validation or {}).get(name)
+                label = f"{name} ({on})" if on else name
+                axes[1].plot(step[val], log["val_psnr"][val], color=color, marker=".", linewidth=1, label=label)
     axes[0].set_xlabel("step (fine-tunes continue after their parent)", fontsize=7)
     axes[0].set_ylabel("training L1 (mean over the logging window)", fontsize=7)
     axes[0].set_yscale("log")

@@ -70,28 +70,29 @@ def render_results(results: str | Path, log=print) -> Path:
     with_replicas = tables.without_all_deepest(all_rows)  # MoEISR's all-deepest rows feed the decomposition only
     rows = tables.without_seed_replicas(with_replicas)  # the seed replicas' feed the Seeds table and the reading
     sizes = run["set_sizes"]
+    headline, earlier = tables.report_families(rows)  # recipe v2 leads once it has rows; v1 is kept beside it
     tables_dir, figures_dir = results / "tables", results / "figures"
 
     speedups_csv = results / SPEEDUPS_CSV  # `moeisr speedups`, once it ran
     speedups = pd.read_csv(speedups_csv, dtype={"image": str}) if speedups_csv.is_file() else None
     rendered = {
-        "Main table": ("main.md", tables.main_table(rows, sizes, speedups=speedups)),
+        "Main table": ("main.md", tables.main_table(rows, sizes, speedups=speedups, families=headline)),
         "Expert shares": ("experts.md", tables.experts_table(rows, run["experts"], sizes)),
-        "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes)),
+        "Published numbers (citations)": ("published.md", tables.published_table(rows, sizes, families=headline)),
     }
-    decomposition = tables.decomposition_table(all_rows, sizes)
+    decomposition = tables.decomposition_table(all_rows, sizes, (*headline, *earlier))
     if decomposition is not None:
         rendered["Decomposition: training deficit and routing cost"] = ("decomposition.md", decomposition)
     efficiency = (
         report_md.efficiency_markdown(
-            rows, run.get("budget_steps") or {}, run.get("encoder_flops_per_lr_pixel") or {}, speedups
+            rows, run.get("budget_steps") or {}, run.get("encoder_flops_per_lr_pixel") or {}, speedups, headline
         )
         if run.get("encoder_flops_per_lr_pixel")
         else None
     )
     if efficiency is not None:
         rendered["Efficiency methods: MoEISR and LMF"] = ("efficiency.md", efficiency)
-    seeds = tables.seeds_table(with_replicas, sizes, run.get("seeds"))
+    seeds = tables.seeds_table(with_replicas, sizes, run.get("seeds"), families=headline)
     if seeds is not None:
         rendered["Seeds"] = ("seeds.md", seeds)
     out_tables = {}
@@ -107,7 +108,16 @@ def render_results(results: str | Path, log=print) -> Path:
 
     sweep = read_summary_if_any(results / "ablations" / "sweep_points.csv")  # once the ablations ran
     scale = run["figure_scale"]
-    add("PSNR vs GFLOPs", figures.psnr_vs_gflops(rows, figures_dir / "psnr_vs_gflops.png", sizes, sweep))
+    add(
+        "PSNR vs GFLOPs",
+        figures.psnr_vs_gflops(
+            rows[rows["model"].isin(tables.family_models(headline))],
+            figures_dir / "psnr_vs_gflops.png",
+            sizes,
+            sweep,
+            headline,
+        ),
+    )
     add("FLOPs per image", figures.flops_distribution(rows, figures_dir / "flops_per_image.png"))
     samples = read_expert_maps((results / run["pictures"]["expert_maps"]).parent)
     add("Expert maps", figures.expert_maps_figure(samples, figures_dir / "expert_maps.png", scale))
@@ -116,7 +126,10 @@ def render_results(results: str | Path, log=print) -> Path:
         add("Qualitative crops", figures.qualitative_figure(crops, figures_dir / "qualitative.png", scale))
     logs = {m: pd.read_csv(results / f) for m, f in run["logs"].items()
             if (results / f).is_file() and tables.replica_of(m) is None}  # fmt: skip
-    add("Learning curves", figures.learning_curves(logs, run["log_offsets"], figures_dir / "learning_curves.png"))
+    add(
+        "Learning curves",
+        figures.learning_curves(logs, run["log_offsets"], figures_dir / "learning_curves.png", run.get("validation")),
+    )
 
     inputs = ReportInputs(
         profile=run["profile"],
@@ -126,7 +139,7 @@ def render_results(results: str | Path, log=print) -> Path:
         grid_lines=run["grid_lines"],
         timings=read_json_object(results / TIMINGS_FILE),
         check_markdown=reproduction_markdown(run, all_rows, results),
-        paragraphs=reading(with_replicas, sizes, run["deepest_expert"]),
+        paragraphs=reading(with_replicas, sizes, run["deepest_expert"], (*headline, *earlier)),
         tables=out_tables,
         figures=out_figures,
         notes=run["notes"],

@@ -67,7 +67,7 @@ def comparison_rows(
             if not shares.empty and column in shares
             else "–"
         )
-        eq, bb = f"equal-budget {family.label}", family.label
+        eq, bb = family.equal_label, family.backbone_name
         comparisons = [
             (f"{family.moe_label} vs {eq}", family.moe, family.equal, cells["d_psnr_equal"], cells["saved_pct"]),
             (f"{eq} vs {bb} (extra training)", family.equal, family.backbone,
@@ -261,9 +261,10 @@ def efficiency_markdown(
     budget_steps: Mapping[str, int],
     encoder_flops: Mapping[str, float],
     speedups: pd.DataFrame | None = None,
+    families: Sequence[Family] = FAMILIES,
 ) -> str | None:
     """The efficiency comparison (`efficiency_rows`) as Markdown with its sentences, or None without LMF rows."""
-    table = efficiency_rows(frame, budget_steps, encoder_flops, speedups=speedups)
+    table = efficiency_rows(frame, budget_steps, encoder_flops, families, speedups)
     if table.empty:
         return None
     lead = (
@@ -299,7 +300,7 @@ def reading(
         relation = {"worse": "is worse than", "better": "is better than", WITHIN_SEEDS: "is within the seed spread of"}
         spread = f", seed spread {r[SEED_SPREAD]} dB" if r.get(SEED_SPREAD, "–") != "–" else ""
         sentences.append(
-            f"{family.moe_label} {relation.get(r['verdict'], 'matches')} the equal-budget {family.label} "
+            f"{family.moe_label} {relation.get(r['verdict'], 'matches')} the {family.equal_label} "
             f"({r['ΔPSNR (dB)']:+.3f} dB, 95% CI {r['95% CI']}{spread}, decided by the {r['decided by']}) at "
             f"{r['FLOPs saved (%)']:.1f}% fewer FLOPs."
         )

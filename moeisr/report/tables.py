@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,8 @@ IMAGE_KEYS = ["dataset", "image", "scale"]
 @dataclass(frozen=True)
 class Family:
     """A backbone, the same backbone fine-tuned for the MoEISR budget, MoEISR over it, and LMF's counterpart of the
-    backbone, on the same encoder (`model` column names)."""
+    backbone, on the same encoder (`model` column names). `recipe` names a MoEISR recipe kept beside the headline one
+    ("recipe v1"; empty for the headline), `backbone_label` the backbone where it is not the plain `label`."""
 
     label: str
     backbone: str
@@ -41,6 +42,8 @@ class Family:
     moe: str
     lmf: str | None = None
     dense: tuple[str, ...] = ()  # the backbone with shallower MLPs at MoEISR's budget (docs/dense_baselines.md)
+    recipe: str = ""
+    backbone_label: str = ""
 
     @property
     def frontier(self) -> tuple[str, ...]:
@@ -48,18 +51,59 @@ class Family:
         return (*self.dense, self.equal)
 
     @property
+    def _suffix(self) -> str:
+        return f" ({self.recipe})" if self.recipe else ""
+
+    @property
     def moe_label(self) -> str:
-        return f"MoEISR-{self.label}"
+        return f"MoEISR-{self.label}{self._suffix}"
+
+    @property
+    def equal_label(self) -> str:
+        return f"equal-budget {self.label}{self._suffix}"
+
+    @property
+    def backbone_name(self) -> str:
+        return (self.backbone_label or self.label) + self._suffix
 
     @property
     def lmf_label(self) -> str:
         return f"LM-{self.label}"
 
 
-FAMILIES = (
+# Recipe v1: MoEISR fine-tuned from the 6000-step backbones with the first recipe; its equal-budget controls.
+FAMILIES_V1 = (
     Family("LIIF", "liif", "liif-equal-budget", "moeisr-liif", "lm-liif", ("liif-d1", "liif-d2", "liif-d3")),
     Family("LTE", "lte", "lte-equal-budget", "moeisr-lte", "lm-lte", ("lte-d1", "lte-d2")),
 )
+# Recipe v2 (issue 20): MoEISR, its equal-budget controls and the dense controls, all from the converged backbones.
+FAMILIES_V2 = (
+    Family("LIIF", "liif-converged", "liif-equal-budget-v2", "moeisr-liif-v2", "lm-liif",
+           ("liif-d1", "liif-d2", "liif-d3"), backbone_label="converged LIIF"),
+    Family("LTE", "lte-converged", "lte-equal-budget-v2", "moeisr-lte-v2", "lm-lte", ("lte-d1", "lte-d2"),
+           backbone_label="converged LTE"),
+)  # fmt: skip
+FAMILIES = FAMILIES_V1  # the headline families until recipe v2's rows exist (`report_families`)
+
+
+def family_models(families: Sequence[Family]) -> set[str]:
+    """Every `model` value of `families` (backbone, equal budget, MoEISR, LMF, dense), with bicubic."""
+    return {"bicubic"} | {m for f in families for m in (f.backbone, f.equal, f.moe, f.lmf, *f.dense) if m}
+
+
+def report_families(frame: pd.DataFrame) -> tuple[tuple[Family, ...], tuple[Family, ...]]:
+    """(headline, earlier): the families the report leads with and the earlier recipe's kept beside them. Once a
+    recipe v2 MoEISR has rows in `frame`, v2 leads (per backbone with v2 rows) and v1 follows as "recipe v1" (the
+    decomposition, the target and the reading show both; LMF and the dense controls stay with the headline);
+    before, v1 alone, as it always was."""
+    models = set(frame["model"]) if len(frame) else set()
+    v2 = tuple(f for f in FAMILIES_V2 if f.moe in models)
+    if not v2:
+        return FAMILIES_V1, ()
+    moved = {f.label for f in v2}
+    headline = tuple(next((f for f in v2 if f.label == v1.label), v1) for v1 in FAMILIES_V1)
+    earlier = tuple(replace(f, lmf=None, dense=(), recipe="recipe v1") for f in FAMILIES_V1 if f.label in moved)
+    return headline, earlier
 
 
 def set_means(frame: pd.DataFrame, metrics: Sequence[str] = ("psnr", "ssim", "lpips")) -> pd.DataFrame:
@@ -553,11 +597,11 @@ def main_table(
                 {
                     "images": str(int(c["n"])),
                     "bicubic PSNR": _fmt(c["bicubic_psnr"], 2),
-                    f"{family.label} PSNR": _fmt(c["backbone_psnr"], 2),
+                    f"{family.backbone_name} PSNR": _fmt(c["backbone_psnr"], 2),
                     f"{family.label} equal-budget PSNR": _fmt(c["equal_psnr"], 2),
                     f"{family.moe_label} PSNR": _fmt(c["moe_psnr"], 2),
                     "ΔPSNR vs equal budget (dB)": _fmt(c["d_psnr_equal"], 3, signed=True),
-                    f"{family.label} GFLOPs": _fmt(c["backbone_gflops"], 2),
+                    f"{family.backbone_name} GFLOPs": _fmt(c["backbone_gflops"], 2),
                     f"{family.label} equal-budget GFLOPs": _fmt(c["equal_gflops"], 2),
                     f"{family.moe_label} GFLOPs": _fmt(c["moe_gflops"], 2),
                     "FLOPs saved (%)": _fmt(c["saved_pct"], 1),
@@ -588,7 +632,7 @@ def main_table(
                             f"{family.lmf_label} FLOPs ratio (×)": ratio}  # fmt: skip
             rows.append(row)
         lmf = f", {family.lmf_label}" if not cells.empty and "lmf_psnr" in cells else ""
-        sections.append(f"### {family.label}: {family.label}, {family.label} equal budget, {family.moe_label}{lmf}")
+        sections.append(f"### {family.label}: {family.backbone_name}, {family.equal_label}, {family.moe_label}{lmf}")
         sections.append(_markdown(rows))
     return "\n\n".join(sections) + "\n"
 
