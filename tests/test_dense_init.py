@@ -20,13 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 CHECKPOINTS = REPO / "results" / "checkpoints"
 PROFILES = ("smoke", "cpu", "paper")
-# name: (parent, depth, the MoEISR fine-tune whose budget it gets, the equal-budget control)
+# name: (parent, depth, the MoEISR fine-tune whose budget it gets, the equal-budget control it extends); the
+# dense controls start from the converged backbones, as recipe v2 does (issue 20, item 0)
 DENSE = {
-    "liif_d1": ("liif", 1, "moeisr_liif", "liif_equal"),
-    "liif_d2": ("liif", 2, "moeisr_liif", "liif_equal"),
-    "liif_d3": ("liif", 3, "moeisr_liif", "liif_equal"),
-    "lte_d1": ("lte", 1, "moeisr_lte", "lte_equal"),
-    "lte_d2": ("lte", 2, "moeisr_lte", "lte_equal"),
+    "liif_d1": ("liif_converged", 1, "moeisr_liif", "liif_equal_v2"),
+    "liif_d2": ("liif_converged", 2, "moeisr_liif", "liif_equal_v2"),
+    "liif_d3": ("liif_converged", 3, "moeisr_liif", "liif_equal_v2"),
+    "lte_d1": ("lte_converged", 1, "moeisr_lte", "lte_equal_v2"),
+    "lte_d2": ("lte_converged", 2, "moeisr_lte", "lte_equal_v2"),
 }
 
 
@@ -83,9 +84,9 @@ def test_each_dense_model_is_its_parent_with_the_first_hidden_layers_in_every_pr
 def test_each_dense_model_trains_exactly_as_long_as_the_moeisr_fine_tune(name, profile):
     parent_name, _, moe_name, control_name = DENSE[name]
     dense, moe, control = (experiment(n, profile) for n in (name, moe_name, control_name))
-    assert dense.init_from == moe.init_from == parent_name
+    assert dense.init_from == control.init_from == parent_name
     assert dense.optim == moe.optim == control.optim
-    assert dense.data == moe.data and dense.train == moe.train
+    assert dense.data == moe.data == control.data and dense.train == moe.train == control.train
     assert dense.loss.l1 == moe.loss.l1 and dense.loss.balance_weight == 0
 
 
@@ -169,13 +170,14 @@ def test_prefix_lstsq_without_fit_inputs_is_refused(tmp_path):
 def test_liif_d1_trains_end_to_end_from_a_smoke_liif(tmp_path, one_thread):  # noqa: F811
     runs = tmp_path / "runs"
     assert run_cli(train_args("liif", runs / "liif")) == (0, "")
-    assert run_cli(train_args("liif_d1", runs / "liif_d1")) == (0, "")  # finds runs/liif/final.pt by itself
+    assert run_cli(train_args("liif_converged", runs / "liif_converged")) == (0, "")
+    assert run_cli(train_args("liif_d1", runs / "liif_d1")) == (0, "")  # finds runs/liif_converged/final.pt itself
     rows = log_rows(runs / "liif_d1")
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20] and all(r["loss"] == r["l1"] for r in rows)
     model = load_model(runs / "liif_d1" / "final.pt")
     assert model.spec["args"]["imnet_spec"]["args"]["hidden_list"] == [16]
-    parent, child = weights(runs / "liif" / "final.pt"), weights(runs / "liif_d1" / "final.pt")
+    parent, child = weights(runs / "liif_converged" / "final.pt"), weights(runs / "liif_d1" / "final.pt")
     # 20 Adam steps at lr 1e-4 move a weight by at most ~2e-3: the encoder and the first layer are the parent's
     for key in [k for k in parent if k.startswith("encoder.")] + ["imnet.layers.0.weight", "imnet.layers.0.bias"]:
         assert (child[key] - parent[key]).abs().max() < 3e-3, key
-    assert f"parent_checkpoint: {runs / 'liif' / 'final.pt'}" in (runs / "liif_d1" / "spec.yaml").read_text()
+    assert f"parent_checkpoint: {runs / 'liif_converged' / 'final.pt'}" in (runs / "liif_d1" / "spec.yaml").read_text()
