@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]  # ~1 min on 2 shared cores
 OVERRIDES = ["optim.max_steps=4"]
 ROWS = ("liif-ref", "liif-mapper1", "liif-width")
 RAW = ("rows", "matched", "sweep")  # the pipeline's, with meta.json
-SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers")  # the report's
+SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers", "sweep_intervals")  # the report's
 REPORT = "# moeisr reproduction report\n\nmain body\n"
 FIGURES = ("factors", "sweep_liif", "sweep_lte")
 

@@ -182,3 +182,27 @@ def test_a_factor_verdict_cites_its_interval_and_an_interval_holding_zero_is_no_
     widened.loc[row, "matched_ci_lo"] = -0.01
     line = factor_verdicts(widened).set_index("row").loc["liif-j2"]
     assert line["verdict"] == "costlier" and line["psnr_decided_by"] == "interval"  # only its +16.6% GFLOPs remain
+
+
+def test_learned_minus_random_is_paired_per_image_from_the_sweep_rows():
+    sweep = pd.read_csv(RESULTS / "ablations" / "sweep.csv", dtype={"knob": str, "image": str})
+    intervals = _csv("sweep_intervals").set_index("family")
+    points, routers = _csv("sweep_points"), _csv("routers")
+    comparisons = sweep_comparisons(points, routers, default_oracle(_levels(routers)), intervals.reset_index())
+    keys = ["dataset", "image", "scale"]
+    for family, rows in sweep.groupby("family"):
+        argmax = rows[(rows["router"] == "learned") & (rows["knob"] == "none")].set_index(keys)["psnr"]
+        random = rows[(rows["router"] == "random") & rows["knob"].str.startswith("random:shares-of=none:")]
+        diff = (argmax - random.groupby(keys)["psnr"].mean()).dropna()
+        line = intervals.loc[family]
+        assert line["pairs"] == len(diff) > 4 * 5  # images, not the 4 cells
+        assert math.isclose(line["mean"], diff.mean()) and line["ci_lo"] < diff.mean() < line["ci_hi"]
+        assert (line["better"], line["worse"]) == ((diff > 0).sum(), (diff < 0).sum())
+        shown = comparisons.set_index(["family", "comparison"]).loc[
+            (family, "argmax − random at the argmax's shares (dB)")
+        ]
+        assert (shown["ci_lo"], shown["ci_hi"], shown["ci_over"]) == (
+            line["ci_lo"],
+            line["ci_hi"],
+            f"{len(diff)} images",
+        )

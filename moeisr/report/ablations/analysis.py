@@ -11,6 +11,8 @@ means over different images. PSNR in dB (Y, shave = scale), GFLOPs as fvcore cou
   at the HR image) and its gap to that front.
 - `router_summary`: the sweep's reference points side by side (all-deepest, all-cheapest, learned argmax,
   random at the learned shares, oracle at each ε) with FLOPs saved against all-deepest.
+- `sweep_intervals`: the learned argmax routing minus random routing at its shares, paired per image, with its 95%
+  bootstrap interval.
 """
 
 from __future__ import annotations
@@ -333,6 +335,37 @@ TEXT_COLUMNS = (
     "model", "run_id", "ckpt_hash", "config_hash", "dataset", "image", "knob", "row", "base", "reference", "factor",
     "factor_label", "value", "reference_value", "train_commit", "family", "router", "label",
 )  # fmt: skip
+
+
+ARGMAX_MINUS_RANDOM = "argmax − random at the argmax's shares"
+RANDOM_AT_ARGMAX = "random:shares-of=none:"  # the knob prefix of the random router at the argmax routing's shares
+
+
+def sweep_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per MoEISR model (`family`): the learned argmax routing's PSNR minus the random router's at the argmax's expert
+    shares (the mean over its seeds), paired per image (dataset, image, scale) over every cell of the sweep, with
+    the 95% paired bootstrap interval (`moeisr.metrics.paired`).
+
+    frame: the sweep's tidy rows (`family`, `router`, `knob`, ...). Columns: family, comparison, pairs, mean, ci_lo,
+    ci_hi, better, worse. Empty without such pairs.
+    """
+    from moeisr.metrics.paired import paired_bootstrap
+
+    if frame.empty:
+        return pd.DataFrame()
+    frame = frame.drop_duplicates(["family", "router", "knob", *IMAGE_KEYS], keep="last")
+    out = []
+    for family, rows in frame.groupby("family", sort=False):
+        argmax = rows[(rows["router"] == "learned") & (rows["knob"].astype(str) == "none")]
+        random = rows[(rows["router"] == "random") & rows["knob"].astype(str).str.startswith(RANDOM_AT_ARGMAX)]
+        random = random.groupby(IMAGE_KEYS, as_index=False)["psnr"].mean()  # over the random seeds
+        pairs = argmax[[*IMAGE_KEYS, "psnr"]].merge(random, on=IMAGE_KEYS, suffixes=("", "_random"))
+        if pairs.empty:
+            continue
+        stats = paired_bootstrap(pairs["psnr"] - pairs["psnr_random"])
+        out.append({"family": family, "comparison": ARGMAX_MINUS_RANDOM, "pairs": stats.n, "mean": stats.mean,
+                    "ci_lo": stats.lo, "ci_hi": stats.hi, "better": stats.better, "worse": stats.worse})  # fmt: skip
+    return pd.DataFrame(out)
 
 
 def read_summary(path) -> pd.DataFrame:

@@ -202,7 +202,9 @@ def _per_cell(frame: pd.DataFrame, value) -> pd.Series:
     return pd.Series([value(cell) for _, cell in frame.groupby(["dataset", "scale"], sort=False)], dtype=float)
 
 
-def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float | None) -> pd.DataFrame:
+def sweep_comparisons(
+    points: pd.DataFrame, routers: pd.DataFrame, level: float | None, intervals: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per MoEISR model (`family`), the sweep's comparisons, one line each: comparison, unit ('dB' or '%'), mean,
     min and max over the set×scale cells, floor (dB, NaN where no verdict applies) and verdict ('' where none).
 
@@ -210,7 +212,8 @@ def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float 
     - argmax: below the attainable front (dB): verdict 'on front' in every cell, else 'below front';
     - learned knobs between the extremes on the front (%);
     - argmax − random at the argmax's shares (dB): verdict better / worse / neutral against NOTABLE_DB and its 95%
-      paired bootstrap interval over the cells (ci_lo, ci_hi; NaN on the lines without a verdict);
+      paired bootstrap interval (ci_lo, ci_hi; NaN on the lines without a verdict) over the images where
+      `intervals` (`analysis.sweep_intervals`) has the model, else over the cells (ci_over: "38 images", "4 cells");
     - argmax and the oracle at ε = `level` (and at ε = 0): FLOPs saved vs all deepest (%), ΔPSNR vs all deepest (dB);
       argmax: share of the oracle's saving found (%).
     """
@@ -218,12 +221,17 @@ def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float 
     if points.empty:
         return pd.DataFrame(lines)
 
-    def add(family, comparison, unit, values: pd.Series, floor=math.nan, word="", interval=(math.nan, math.nan)):
+    def add(family, comparison, unit, values: pd.Series, floor=math.nan, word="", interval=(math.nan,) * 3 + ("",)):
         values = values.dropna()
         if len(values):
             lines.append({"family": family, "comparison": comparison, "unit": unit, "mean": values.mean(),
                           "min": values.min(), "max": values.max(), "floor": floor, "verdict": word,
-                          "ci_lo": interval[0], "ci_hi": interval[1]})  # fmt: skip
+                          "ci_mean": interval[0], "ci_lo": interval[1], "ci_hi": interval[2],
+                          "ci_over": interval[3]})  # fmt: skip
+
+    per_image = (
+        intervals.set_index("family") if intervals is not None and len(intervals) else pd.DataFrame()
+    )  # the argmax − random pairs per image, where the sweep's rows gave them
 
     for family, part in points.groupby("family", sort=False):
         learned = part[part["router"] == "learned"]
@@ -244,11 +252,15 @@ def sweep_comparisons(points: pd.DataFrame, routers: pd.DataFrame, level: float 
         here = routers[routers["family"] == family] if len(routers) else routers
         pick = functools.partial(_pick, here)
         diff = (pick("learned argmax", "psnr") - pick("random, argmax shares", "psnr")).dropna()
-        if len(diff):  # its interval resamples the cells: the router summaries are per cell
-            stats = paired_bootstrap(diff)
-            word = verdict(diff.mean(), 0.0, True, NOTABLE_DB, NOTABLE_PCT, (stats.lo, stats.hi))
-            add(family, "argmax − random at the argmax's shares (dB)", "dB", diff, NOTABLE_DB, word,
-                (stats.lo, stats.hi))  # fmt: skip
+        if len(diff):  # its interval resamples the images where they are known, else the cells
+            if family in per_image.index:
+                line = per_image.loc[family]
+                interval = (line["mean"], line["ci_lo"], line["ci_hi"], f"{int(line['pairs'])} images")
+            else:
+                stats = paired_bootstrap(diff)
+                interval = (stats.mean, stats.lo, stats.hi, f"{stats.n} cells")
+            word = verdict(interval[0], 0.0, True, NOTABLE_DB, NOTABLE_PCT, interval[1:3])
+            add(family, "argmax − random at the argmax's shares (dB)", "dB", diff, NOTABLE_DB, word, interval)
         oracles = [level] + ([0.0] if level not in (None, 0.0) else [])
         for router in ["learned argmax"] + [oracle_name(v) for v in oracles if v is not None]:
             name = "argmax" if router == "learned argmax" else router
@@ -272,10 +284,16 @@ def _value(c, key: str) -> str:
     return fmt(c[key], COMPARE_DIGITS[c["unit"]], signed)
 
 
-def _sweep_ci(c) -> str:
-    """A sweep line's 95% interval over cells as text ("–" for lines without a verdict)."""
+def _sweep_ci(c, with_mean: bool = True) -> str:
+    """A sweep line's 95% interval as text, with what it resamples and (`with_mean`) the mean it is around ("–" for
+    lines without a verdict)."""
     lo = c.get("ci_lo", math.nan)
-    return "–" if lo != lo else f"[{_value(c, 'ci_lo')}, {_value(c, 'ci_hi')}]"
+    if lo != lo:
+        return "–"
+    over = c.get("ci_over") or ""
+    mean = f", mean {_value(c, 'ci_mean')}" if with_mean else ""
+    over = f" over {over}{mean}" if isinstance(over, str) and over else ""
+    return f"[{_value(c, 'ci_lo')}, {_value(c, 'ci_hi')}]{over}"
 
 
 def sweep_comparisons_table(comparisons: pd.DataFrame) -> str:
@@ -286,7 +304,7 @@ def sweep_comparisons_table(comparisons: pd.DataFrame) -> str:
             "comparison": c["comparison"],
             "mean over cells": _value(c, "mean"),
             "per cell [min, max]": f"[{_value(c, 'min')}, {_value(c, 'max')}]",
-            "95% CI over cells": _sweep_ci(c),
+            "95% CI": _sweep_ci(c),
             "floor (dB)": fmt(c["floor"], 3) if c["floor"] == c["floor"] else "–",
             "verdict": c["verdict"] or "–",
         }
@@ -316,7 +334,8 @@ def sweep_sentences(comparisons: pd.DataFrame, level: float | None) -> list[str]
     random = lines("argmax − random")
     if len(random):
         parts = [
-            f"{c['family']} {_value(c, 'mean')} dB, CI {_sweep_ci(c)} ({c['verdict']})" for _, c in random.iterrows()
+            f"{c['family']} {_value(c, 'ci_mean')} dB, CI {_sweep_ci(c, with_mean=False)} ({c['verdict']})"
+            for _, c in random.iterrows()
         ]
         sentences.append(
             f"Learned minus random routing at the argmax's expert shares (same FLOPs): {'; '.join(parts)}."
@@ -332,10 +351,15 @@ def sweep_sentences(comparisons: pd.DataFrame, level: float | None) -> list[str]
 
 
 def reading_markdown(
-    summary: pd.DataFrame, points: pd.DataFrame, routers: pd.DataFrame, levels: Sequence[float], heading: str = "###"
+    summary: pd.DataFrame,
+    points: pd.DataFrame,
+    routers: pd.DataFrame,
+    levels: Sequence[float],
+    heading: str = "###",
+    intervals: pd.DataFrame | None = None,
 ) -> list[str]:
-    """The Reading's lines: per base a verdict table and its sentences, then the sweep's; `heading` marks the
-    subsections."""
+    """The Reading's lines: per base a verdict table and its sentences, then the sweep's (`intervals`: the per-image
+    argmax − random intervals, `analysis.sweep_intervals`); `heading` marks the subsections."""
     lines = []
     verdicts = factor_verdicts(summary)
     for base in dict.fromkeys(verdicts["base"]) if len(verdicts) else []:
@@ -343,7 +367,7 @@ def reading_markdown(
         lines += [f"{heading} Factors: {family_label(base)}", "", factor_verdicts_table(part), ""]
         lines += [" ".join(factor_sentences(part)), ""]
     level = default_oracle(levels)
-    comparisons = sweep_comparisons(points, routers, level)
+    comparisons = sweep_comparisons(points, routers, level, intervals)
     if len(comparisons):
         lines += [f"{heading} Routing sweep", "", sweep_comparisons_table(comparisons), ""]
         lines += [" ".join(sweep_sentences(comparisons, level)), ""]

@@ -36,7 +36,7 @@ from moeisr.report.ablations.tables import (
 )
 from moeisr.report.tables import dataset_label
 
-SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers")  # computed here
+SUMMARIES = ("factor_cells", "factors", "sweep_points", "routers", "sweep_intervals")  # computed here
 TABLE = Path("tables") / "ablations.md"
 
 
@@ -75,7 +75,9 @@ def summaries(raw: Mapping[str, pd.DataFrame], meta: dict) -> dict[str, pd.DataF
     points = analysis.sweep_points(sweep) if len(sweep) else pd.DataFrame()
     levels = meta["sweep"]["oracle_levels"]
     routers = analysis.router_summary(points, levels) if len(points) else pd.DataFrame()
-    return {"factor_cells": cells, "factors": factors, "sweep_points": points, "routers": routers}
+    intervals = analysis.sweep_intervals(sweep) if len(sweep) else pd.DataFrame()
+    return {"factor_cells": cells, "factors": factors, "sweep_points": points, "routers": routers,
+            "sweep_intervals": intervals}  # fmt: skip
 
 
 def grid_line(meta: dict) -> str:
@@ -126,7 +128,7 @@ def ablations_markdown(frames: Mapping[str, pd.DataFrame], meta: dict, command: 
     lines += _per_family(routers, routers_table, sizes)
     lines += ["## How much of the possible saving the mapper finds", ""]
     lines += [found_table(routers, default_oracle(levels), sizes), "", "## Reading", ""]
-    lines += reading_markdown(summary, points, routers, levels)
+    lines += reading_markdown(summary, points, routers, levels, intervals=frames.get("sweep_intervals"))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -191,7 +193,8 @@ def section_markdown(results: str | Path) -> str | None:
     """
     results = Path(results)
     frames = {
-        name: read_summary_if_any(_folder(results) / f"{name}.csv") for name in ("factors", "sweep_points", "routers")
+        name: read_summary_if_any(_folder(results) / f"{name}.csv")
+        for name in ("factors", "sweep_points", "routers", "sweep_intervals")
     }
     if all(frame.empty for frame in frames.values()):
         return None
@@ -201,7 +204,8 @@ def section_markdown(results: str | Path) -> str | None:
          if m}
     )  # fmt: skip
     lines = ["## Ablations", ""]
-    lines += reading_markdown(frames["factors"], frames["sweep_points"], routers, levels, heading="###")
+    lines += reading_markdown(frames["factors"], frames["sweep_points"], routers, levels, heading="###",
+                              intervals=frames["sweep_intervals"])  # fmt: skip
     table = results / TABLE
     if table.is_file():
         lines += [f"_Tables: `{TABLE.as_posix()}`; data: `ablations/*.csv`._", ""]
