@@ -149,7 +149,12 @@ def test_a_second_run_reuses_everything(workspace):
     again, _ = ablations(log=lines.append, **workspace["options"])
     assert {c.status for c in again.checkpoints.values()} == {"reused"}
     assert again.heldout_computed == [] and again.rows_computed == 0
-    assert not any("training" in line or "resuming" in line for line in lines)
+    assert f"training left: none ({len(ROWS)} rows trained)" in lines  # what --plan says before a run
+    assert not any(
+        ("training" in line and not line.startswith("training left")) or "resuming" in line for line in lines
+    )
+    first = next(line for line in workspace["log"] if line.startswith("training left"))
+    assert first.startswith(f"training left: {len(ROWS)} of {len(ROWS)} rows, {2 * len(ROWS)} of {2 * len(ROWS)} steps")
 
 
 def test_another_suite_without_a_rule_renders_beside_the_main_suite(tmp_path):

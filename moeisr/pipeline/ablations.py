@@ -67,7 +67,7 @@ from moeisr.pipeline.ablation_spec import (
     load_suite,
     row_experiment,
 )
-from moeisr.pipeline.bundle import CheckpointInfo, prepare_named
+from moeisr.pipeline.bundle import CheckpointInfo, prepare_named, steps_done
 from moeisr.pipeline.reproduce import ROLES, Paths, default_paths, load_experiments, set_sizes, with_ancestors
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
 from moeisr.provenance import current_commit
@@ -223,6 +223,27 @@ def estimate(
     return out
 
 
+def _training_left(rows: Sequence[Row], experiments: dict[str, Experiment], paths: AblationPaths, profile: str) -> str:
+    """One line: the rows and steps not trained yet (bundles and resumable runs count as done), and their time at
+    the planning constants."""
+    total = left = 0
+    seconds, unfinished = 0.0, []
+    for r in rows:
+        experiment = experiments[r.name]
+        steps = experiment.optim.max_steps
+        todo = steps - steps_done(r.name, experiment, paths, profile)
+        total, left = total + steps, left + todo
+        if todo:
+            unfinished.append(r.name)
+            seconds += todo * STEP_SECONDS.get(_family(experiment), 1.7)
+    if not left:
+        return f"training left: none ({len(rows)} rows trained)"
+    return (
+        f"training left: {len(unfinished)} of {len(rows)} rows, {left} of {total} steps, about {_hours(seconds)} at "
+        f"the planning constants (2 threads, a quiet machine)"
+    )
+
+
 def _family(experiment: Experiment) -> str:
     """The backbone family a row fine-tunes ('liif', 'lte'): MoEISR's `backbone_spec` name, else the model's."""
     model = experiment.spec.model
@@ -328,6 +349,7 @@ def run_ablations(
         f"expected from scratch on 2 CPU cores: train {_hours(est['train'])}, eval {_hours(est['eval'])}, sweep "
         f"{_hours(est['sweep'])}{held}; total {_hours(est['total'])} (docs/ablations.md, 'Budget')"
     )
+    log(_training_left(selected, experiments, paths, profile))
     if result.heldout_split is not None:
         log(f"held-out split (the selection's only data): {_split_text(result.heldout_split)}")
     if plan_only:

@@ -197,6 +197,15 @@ def prepare_checkpoint(
     return CheckpointInfo(experiment, bundle, status, why, time.monotonic() - started, meta)
 
 
+def steps_done(name: str, experiment, paths, profile: str) -> int:
+    """How many of `experiment`'s steps are done in the `prepare_named` layout: all of them with a reusable bundle,
+    else the step of its run folder's newest checkpoint when that was trained with the same config hash, else 0."""
+    if bundle_status(paths.bundle / f"{name}.pt", experiment)[0]:
+        return experiment.optim.max_steps
+    found, step, _ = _run_state(paths.run_dir(profile, name))
+    return int(step or 0) if found == experiment.config_hash else 0
+
+
 def prepare_named(name: str, experiment, paths, profile: str, *, parent, log, stage: str = "train", **options):
     """`prepare_checkpoint` in the folder layout every pipeline shares: bundle `paths.bundle/<name>.pt`, run folder
     `paths.run_dir(profile, name)`, log copy `paths.logs/<name>.csv`; log lines prefixed `[stage] name:`.
