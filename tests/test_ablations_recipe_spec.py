@@ -8,10 +8,10 @@ summaries: each of its clauses decides one case.
 """
 
 import math
-import textwrap
 
 import pandas as pd
 import pytest
+from test_pipeline_support import write_suite
 
 from moeisr.errors import UserError
 from moeisr.pipeline.ablation_spec import (
@@ -147,12 +147,6 @@ profiles:
 """
 
 
-def _suite(tmp_path, text):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -169,7 +163,7 @@ def _suite(tmp_path, text):
 def test_bad_recipe_files_give_one_line_errors(tmp_path, old, new, message):
     assert old in GOOD
     with pytest.raises(UserError, match=message) as info:
-        load_suite(_suite(tmp_path, GOOD.replace(old, new)))
+        load_suite(write_suite(tmp_path, GOOD.replace(old, new), "recipe.yaml"))
     assert "\n" not in str(info.value)
 
 
@@ -180,7 +174,9 @@ def test_bad_recipe_files_give_one_line_errors(tmp_path, old, new, message):
 def test_a_benchmark_or_training_set_never_chooses_a_recipe(tmp_path, val_set, message):
     paths = default_paths("smoke")
     main = load_experiments(paths, "smoke")
-    suite = load_suite(_suite(tmp_path, GOOD.replace("data.val_set: T91", f"data.val_set: {val_set}")))
+    suite = load_suite(
+        write_suite(tmp_path, GOOD.replace("data.val_set: T91", f"data.val_set: {val_set}"), "recipe.yaml")
+    )
     spec = suite.profile("smoke")
     rows = {r.name: row_experiment(suite, r, spec, main, paths.experiments) for r in suite.rows}
     with pytest.raises(UserError, match=message):
@@ -191,7 +187,9 @@ def test_every_row_validates_on_the_same_held_out_crops(tmp_path):
     paths = default_paths("smoke")
     main = load_experiments(paths, "smoke")
     text = GOOD.replace("tau: {label: tau, keys: [loss.tau]}", "tau: {label: tau, keys: [loss.tau, data.val_crop]}")
-    suite = load_suite(_suite(tmp_path, text.replace("{loss.tau: 5.0}", "{loss.tau: 5.0, data.val_crop: 24}")))
+    suite = load_suite(
+        write_suite(tmp_path, text.replace("{loss.tau: 5.0}", "{loss.tau: 5.0, data.val_crop: 24}"), "recipe.yaml")
+    )
     spec = suite.profile("smoke")
     rows = {r.name: row_experiment(suite, r, spec, main, paths.experiments) for r in suite.rows}
     with pytest.raises(UserError, match="rows 'ref' and 'hot' validate on different held-out splits"):

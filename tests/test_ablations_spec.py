@@ -2,9 +2,8 @@
 point and one budget, the issue's factors are all there, the cpu plan fits its time budget, bad files are refused
 with one-line errors."""
 
-import textwrap
-
 import pytest
+from test_pipeline_support import write_suite
 
 from moeisr.cli import main
 from moeisr.errors import UserError
@@ -136,12 +135,6 @@ profiles:
 """
 
 
-def _suite(tmp_path, text):
-    path = tmp_path / "ablations.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -160,7 +153,7 @@ def _suite(tmp_path, text):
 def test_bad_suite_files_give_one_line_errors_with_a_suggestion(tmp_path, old, new, message):
     assert old in GOOD
     with pytest.raises(UserError, match=message) as info:
-        load_suite(_suite(tmp_path, GOOD.replace(old, new)))
+        load_suite(write_suite(tmp_path, GOOD.replace(old, new)))
     assert "\n" not in str(info.value)
 
 
@@ -168,11 +161,11 @@ def test_bad_spec_keys_in_a_row_are_refused_when_merged(tmp_path):
     paths = default_paths("smoke")
     main = load_experiments(paths, "smoke")
     typo = GOOD.replace("{loss.tau: 5.0}", "{loss.tua: 5.0}").replace("[loss.tau]", "[loss]")
-    suite = load_suite(_suite(tmp_path, typo))
+    suite = load_suite(write_suite(tmp_path, typo))
     with pytest.raises(UserError, match=r"row 'hot'.*unknown key 'loss.tua' \(did you mean 'loss.tau'\?\)"):
         row_experiment(suite, suite.row("hot"), suite.profile("smoke"), main, paths.experiments)
     # a row that, merged, equals its reference is refused before anything trains
-    same = load_suite(_suite(tmp_path, GOOD.replace("{loss.tau: 5.0}", "{loss.tau: 1.0}")))
+    same = load_suite(write_suite(tmp_path, GOOD.replace("{loss.tau: 5.0}", "{loss.tau: 1.0}")))
     rows = {r.name: row_experiment(same, r, same.profile("smoke"), main, paths.experiments) for r in same.rows}
     with pytest.raises(UserError, match="equals its reference 'ref'"):
         check_row(same, same.row("hot"), rows["hot"], rows["ref"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,3 +40,10 @@ def smoke_workspace(base: Path) -> Iterator[tuple[Path, dict[str, Path]]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MOEISR_DATA", str(root))
         yield root, folders
+
+
+def write_suite(folder: Path, text: str, name: str = "ablations.yaml") -> Path:
+    """An ablation suite file `name` in `folder` with the (dedented) YAML `text`."""
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
