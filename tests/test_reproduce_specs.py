@@ -137,3 +137,12 @@ def test_cpu_bundle_of_the_seed_replicas_stays_under_its_budget():
         state = build_model(experiments[role.name]).state_dict()
         total += sum(t.numel() * t.element_size() for t in state.values())
     assert total / 1e6 < SEED_BUNDLE_LIMIT_MB["cpu"] * 0.98  # weights; the checkpoint container adds a few kB per file
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("backbone", ["liif", "lte"])
+def test_the_v2_equal_budget_controls_are_the_v1_controls_from_the_converged_backbones(backbone, profile):
+    v1, v2 = _experiment(f"{backbone}_equal", profile), _experiment(f"{backbone}_equal_v2", profile)
+    assert v2.init_from == f"{backbone}_converged" and v2.parent.model == v1.parent.model
+    differ = {k for k, v in v2.to_dict().items() if v1.to_dict().get(k) != v}
+    assert differ == {"name", "description", "init_from"}  # the budget, data, seed and model are v1's
