@@ -753,7 +753,7 @@ def load_experiment(
     shared_profiles = _profiles_of(shared, Path(profiles_path or ""), "profiles")
     bases = _extended(doc, path, profiles_path, (path.resolve(),))
 
-    available = sorted(set(shared_profiles) | set(own_profiles) | {p for *_, names in bases for p in names})
+    available = sorted(set(shared_profiles) | set(own_profiles) | {p for *_, profiles in bases for p in profiles})
     if profile not in available:
         close = difflib.get_close_matches(str(profile), available, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
@@ -888,9 +888,9 @@ def _load_parent(name, path, profile, profiles_path, chain, provenance) -> Exper
 _NOT_INHERITED = ("profiles", "extends", "name")
 
 
-def _extended(doc: Mapping, path: Path, profiles_path, chain: tuple[Path, ...]) -> list[tuple[Path, dict, dict, set]]:
-    """The files `doc` (read from `path`) extends, the furthest first: (file, its document, its profiles, their
-    names). Empty without `extends`."""
+def _extended(doc: Mapping, path: Path, profiles_path, chain: tuple[Path, ...]) -> list[tuple[Path, dict, dict]]:
+    """The files `doc` (read from `path`) extends, the furthest first: (file, its document, its profiles). Empty
+    without `extends`."""
     name = doc.get("extends")
     if name is None:
         return []
@@ -900,13 +900,13 @@ def _extended(doc: Mapping, path: Path, profiles_path, chain: tuple[Path, ...]) 
     base_doc = read_yaml(base)
     profiles = _profiles_of(base_doc, base, "profiles")
     further = _extended(base_doc, base, profiles_path, (*chain, base.resolve()))
-    return [*further, (base, base_doc, profiles, set(profiles))]
+    return [*further, (base, base_doc, profiles)]
 
 
 def _extended_layers(bases, profile: str) -> list[tuple[str, dict]]:
     """The merge layers of the `_extended` files under `profile`: each file's sections, then its profile's."""
     layers = []
-    for base, base_doc, profiles, _ in bases:
+    for base, base_doc, profiles in bases:
         layers.append(
             (f"{base} (extended)", _expand_dotted({k: v for k, v in base_doc.items() if k not in _NOT_INHERITED}))
         )

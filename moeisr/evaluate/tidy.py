@@ -9,28 +9,13 @@ import pandas as pd
 
 SET_ORDER = ("Set5", "Set14", "B100", "Urban100", "DIV2K")
 MATCH_KEYS = ["model", "dataset", "image", "scale", "knob"]
+# recipe v1's models, then recipe v2's from the converged backbones (the dense controls are v2's)
 MODEL_ORDER = (
-    "bicubic",
-    "liif",
-    "liif-equal-budget",
-    "moeisr-liif",
-    "liif-converged",
-    "liif-equal-budget-v2",
-    "liif-d1",
-    "liif-d2",
-    "liif-d3",
-    "moeisr-liif-v2",
-    "lm-liif",
-    "lte",
-    "lte-equal-budget",
-    "moeisr-lte",
-    "lte-converged",
-    "lte-equal-budget-v2",
-    "lte-d1",
-    "lte-d2",
-    "moeisr-lte-v2",
-    "lm-lte",
-)  # fmt: skip  recipe v1's models, then recipe v2's from the converged backbone (the dense controls are v2's)
+    "bicubic", "liif", "liif-equal-budget", "moeisr-liif", "liif-converged", "liif-equal-budget-v2",
+    "liif-d1", "liif-d2", "liif-d3", "moeisr-liif-v2", "lm-liif",
+    "lte", "lte-equal-budget", "moeisr-lte", "lte-converged", "lte-equal-budget-v2",
+    "lte-d1", "lte-d2", "moeisr-lte-v2", "lm-lte",
+)  # fmt: skip
 
 
 SEED_MARK = "-seed"  # a seed replica's `model` value: "<model>-seed<k>", the model trained with train.seed=k

@@ -226,21 +226,16 @@ def estimate(
 def _training_left(rows: Sequence[Row], experiments: dict[str, Experiment], paths: AblationPaths, profile: str) -> str:
     """One line: the rows and steps not trained yet (bundles and resumable runs count as done), and their time at
     the planning constants."""
-    total = left = 0
-    seconds, unfinished = 0.0, []
-    for r in rows:
-        experiment = experiments[r.name]
-        steps = experiment.optim.max_steps
-        todo = steps - steps_done(r.name, experiment, paths, profile)
-        total, left = total + steps, left + todo
-        if todo:
-            unfinished.append(r.name)
-            seconds += todo * STEP_SECONDS.get(_family(experiment), 1.7)
+    steps = {r.name: experiments[r.name].optim.max_steps for r in rows}
+    todo = {r.name: steps[r.name] - steps_done(r.name, experiments[r.name], paths, profile) for r in rows}
+    left = sum(todo.values())
     if not left:
         return f"training left: none ({len(rows)} rows trained)"
+    seconds = sum(n * STEP_SECONDS.get(_family(experiments[name]), 1.7) for name, n in todo.items())
+    unfinished = sum(1 for n in todo.values() if n)
     return (
-        f"training left: {len(unfinished)} of {len(rows)} rows, {left} of {total} steps, about {_hours(seconds)} at "
-        f"the planning constants (2 threads, a quiet machine)"
+        f"training left: {unfinished} of {len(rows)} rows, {left} of {sum(steps.values())} steps, about "
+        f"{_hours(seconds)} at the planning constants (2 threads, a quiet machine)"
     )
 
 

@@ -290,9 +290,8 @@ def _sweep_ci(c, with_mean: bool = True) -> str:
     lo = c.get("ci_lo", math.nan)
     if lo != lo:
         return "–"
-    over = c.get("ci_over") or ""
     mean = f", mean {_value(c, 'ci_mean')}" if with_mean else ""
-    over = f" over {over}{mean}" if isinstance(over, str) and over else ""
+    over = f" over {c['ci_over']}{mean}" if c.get("ci_over") else ""
     return f"[{_value(c, 'ci_lo')}, {_value(c, 'ci_hi')}]{over}"
 
 
