@@ -14,7 +14,6 @@ import pytest
 from test_pipeline_support import smoke_workspace
 
 from moeisr.commands.reproduce import run_reproduce as reproduce
-from moeisr.config import load_experiment
 from moeisr.errors import UserError
 from moeisr.evaluate.cache import REQUIRED_COLUMNS
 from moeisr.evaluate.recheck import reproduction_check
@@ -24,11 +23,12 @@ from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, default_paths, lo
 from moeisr.report.report_md import comparison_rows, efficiency_rows
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
-# ~1 min on 2 shared cores: 6 short trainings, 7 evaluations, 5 figures, twice
+# ~3 min on 2 shared cores: 17 short trainings, 18 evaluations, 5 figures, twice
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 OVERRIDES = ["optim.max_steps=4", "eval.scales=[4]"]  # 4 steps, one scale: ~1 min in all
-ROWS = len(EVALUATED_MODELS) + 2  # the grid's rows: every model once, each MoEISR again at all-deepest routing
+MOEISR_MODELS = [m for m in EVALUATED_MODELS if m.startswith("moeisr-")]  # recipe v1's and v2's
+ROWS = len(EVALUATED_MODELS) + len(MOEISR_MODELS)  # the grid's rows: every model once, MoEISR again at all-deepest
 FIGURES = ("psnr_vs_gflops", "flops_per_image", "expert_maps", "qualitative", "learning_curves")
 
 
@@ -70,7 +70,7 @@ def test_first_run_trains_every_model_and_writes_every_output(workspace):
     assert set(lmf["model"]["args"]["cmsr_spec"]) == {"table", "mse_threshold"}
     assert lmf["model"]["args"]["cmsr_spec"]["mse_threshold"] is None and lmf["meta"]["calibrated"]
     # the equal-budget controls trained exactly as many steps as the MoEISR fine-tunes
-    for control, moe in (("liif_equal", "moeisr_liif"), ("lte_equal", "moeisr_lte")):
+    for control, moe in [(f"{b}_equal{v}", f"moeisr_{b}{v}") for b in ("liif", "lte") for v in ("", "_v2")]:
         logs = [pd.read_csv(results / "logs" / f"{name}.csv") for name in (control, moe)]
         assert logs[0]["step"].max() == logs[1]["step"].max() == 4
 
@@ -83,7 +83,7 @@ def test_main_csv_schema_and_model_names(workspace):
     assert set(frame["dataset"]) == {"Set5"} and set(frame["image"]) == {"baby"}
     assert set(frame["scale"]) == {4.0} and len(frame) == ROWS
     deepest = frame[frame["knob"] == "-inf"]
-    assert sorted(deepest["model"]) == ["moeisr-liif", "moeisr-lte"]
+    assert sorted(deepest["model"]) == sorted(MOEISR_MODELS)
     assert (deepest[[c for c in frame if c.startswith("share_")]].fillna(0).idxmax(axis=1) != "share_0").all()
     checkpoints = workspace["result"].checkpoints
     hashes = {r.model: checkpoints[r.experiment].experiment.config_hash for r in ROLES if r.evaluated}
@@ -91,13 +91,14 @@ def test_main_csv_schema_and_model_names(workspace):
         assert set(frame.loc[frame["model"] == model, "config_hash"]) == {config_hash}
     assert frame.loc[frame["model"] == "bicubic", "gflops"].isna().all()
     assert (frame.loc[frame["model"] != "bicubic", "gflops"] > 0).all()
-    for model, experts in (("moeisr-liif", 4), ("moeisr-lte", 3)):
+    for model, experts in [(f"moeisr-{b}{v}", j) for b, j in (("liif", 4), ("lte", 3)) for v in ("", "-v2")]:
         shares = frame.loc[frame["model"] == model, [f"share_{j}" for j in range(experts)]]
         assert shares.sum(axis=1).tolist() == pytest.approx([1.0, 1.0])  # learned and all-deepest routing
     # MoEISR decodes some pixels with cheaper experts than its backbone's MLP
     default = frame[frame["knob"] == "none"]
     gflops = {m: default.loc[default["model"] == m, "gflops"].to_numpy() for m in EVALUATED_MODELS}
-    assert (gflops["moeisr-liif"] < gflops["liif"]).all() and (gflops["moeisr-lte"] < gflops["lte"]).all()
+    for b, v in [(b, v) for b in ("liif", "lte") for v in ("", "-v2")]:
+        assert (gflops[f"moeisr-{b}{v}"] < gflops[b]).all()
 
 
 def test_tables_and_report_render(workspace):
@@ -221,32 +222,15 @@ def test_reading_is_a_table_computed_from_the_rows_and_says_when_moeisr_loses(wo
 
 
 def test_dense_frontier_from_trained_dense_models(workspace):
-    """The dense controls (docs/dense_baselines.md), trained from the workspace's bundled smoke parents and
-    evaluated on its grid: the frontier interpolates their per-image PSNR at MoEISR's GFLOPs, the main table and
-    the reading state the difference as interpolated, and the figure draws the frontier."""
-    from moeisr.evaluate.cache import ResultsCache
-    from moeisr.evaluate.runner import Grid, checkpoint_entry, evaluate
-    from moeisr.flops.per_image import ArchitectureFlops
-    from moeisr.pipeline.bundle import prepare_named
+    """The dense controls (docs/dense_baselines.md), reproduced from the converged smoke backbones and evaluated on
+    the grid: the frontier interpolates their per-image PSNR at recipe v2's GFLOPs, the main table and the reading
+    state the difference as interpolated, and the figure draws the frontier."""
     from moeisr.report import figures
-    from moeisr.report.tables import frontier_pairs, main_table
+    from moeisr.report.tables import FAMILIES_V2, frontier_pairs, main_table
 
-    folders = workspace["folders"]
-    paths = default_paths("smoke", **folders)
-    names = {"liif": ("liif_d1", "liif_d2", "liif_d3"), "lte": ("lte_d1", "lte_d2")}
-    entries = []
-    for parent, dense in names.items():
-        for name in dense:
-            experiment = load_experiment(paths.experiments / f"{name}.yaml", "smoke", OVERRIDES)
-            info = prepare_named(name, experiment, paths, "smoke", parent=paths.bundle / f"{parent}.pt",
-                                 log=lambda line: None, progress=False)  # fmt: skip
-            entries.append(checkpoint_entry(info.path, name=name.replace("_", "-")))
-    cache = ResultsCache(paths.cache_file)
-    evaluate(entries, Grid(sets=["Set5"], scales=[4.0], limit={"Set5": 1}), cache, flops_fn=ArchitectureFlops(),
-             progress=False)  # fmt: skip
-    frame = pd.concat([pd.read_csv(paths.main_csv, dtype={"knob": str, "image": str}), pd.DataFrame(cache.rows())])
-    frame = frame[frame["knob"].astype(str) == "none"].drop_duplicates(subset=["model", "dataset", "image", "scale"])
-    for family in FAMILIES:
+    frame = pd.read_csv(workspace["folders"]["results"] / "main.csv", dtype={"knob": str, "image": str})
+    frame = frame[frame["knob"] == "none"]
+    for family in FAMILIES_V2:
         pairs = frontier_pairs(frame, family)
         assert len(pairs) == 1
         dense = frame[frame["model"].isin(family.frontier)].sort_values("gflops")
@@ -255,15 +239,16 @@ def test_dense_frontier_from_trained_dense_models(workspace):
         if dense["gflops"].min() <= moe_gflops <= dense["gflops"].max():
             expected = float(np.interp(moe_gflops, dense["gflops"], dense["psnr"]))
             assert pairs["frontier_psnr"].item() == pytest.approx(expected)
-    table = main_table(frame)
+    table = main_table(frame, families=FAMILIES_V2)
     assert "ΔPSNR vs dense frontier at equal GFLOPs (dB, interpolated)" in table
-    rows = comparison_rows(frame).set_index("comparison")
-    for family in FAMILIES:  # a frontier comparison only where MoEISR sits inside the frontier's GFLOPs range
+    rows = comparison_rows(frame, families=FAMILIES_V2).set_index("comparison")
+    for family in FAMILIES_V2:  # a frontier comparison only where MoEISR sits inside the frontier's GFLOPs range
         inside = frontier_pairs(frame, family)["d_psnr_frontier"].notna().all()
         label = f"{family.moe_label} vs the dense {family.label} frontier (interpolated at its GFLOPs)"
         assert (label in rows.index) == inside
-    efficiency = efficiency_rows(frame, {}, {m: 0.0 for m in frame["model"].unique()}).set_index("method")
-    lmf = frontier_pairs(frame, FAMILIES[1], "lm-lte")
+    efficiency = efficiency_rows(frame, {}, {m: 0.0 for m in frame["model"].unique()}, FAMILIES_V2)
+    efficiency = efficiency.set_index("method")
+    lmf = frontier_pairs(frame, FAMILIES_V2[1], "lm-lte")
     column = efficiency.loc["LM-LTE", "ΔPSNR vs dense frontier at its GFLOPs (dB)"]
     assert column.endswith("(interpolated)") if lmf["d_psnr_frontier"].notna().all() else "not extrapolated" in column
     means = frame.groupby(["model", "dataset", "scale", "knob"]).agg(psnr=("psnr", "mean"), gflops=("gflops", "mean"))

@@ -17,7 +17,7 @@ from moeisr.commands.reproduce import run_reproduce as reproduce
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, SEED_MODEL_NAMES, SEED_ROLES
 from moeisr.report.report_md import SEED_SPREAD, WITHIN_SEEDS, comparison_rows, reading
-from moeisr.report.tables import FAMILIES, MODEL_ORDER, seed_spread, without_seed_replicas
+from moeisr.report.tables import FAMILIES_V2, MODEL_ORDER, seed_spread, without_seed_replicas
 
 # ~75 s on 2 shared cores: 16 short trainings, the grid at two scales, the report
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -77,7 +77,7 @@ def test_replicas_are_evaluated_at_x4_only_and_rechecked(workspace):
             == checkpoints[role.name].experiment.config_hash
         )
     order = list(dict.fromkeys(frame["model"]))  # each replica right after its main model
-    for family in FAMILIES:
+    for family in FAMILIES_V2:  # the seeded models: recipe v2's
         for model in (family.moe, family.equal):
             at = order.index(model)
             assert order[at + 1 : at + 3] == [f"{model}-seed1", f"{model}-seed2"]
@@ -92,7 +92,7 @@ def test_seeds_table_manifest_and_report(workspace):
     frame = _main_csv(workspace)
     frame = frame[frame["knob"] == "none"]
     seeds = (results / "tables" / "seeds.md").read_text()
-    for model in ("moeisr-liif", "moeisr-lte", "liif-equal-budget", "lte-equal-budget"):
+    for model in ("moeisr-liif-v2", "moeisr-lte-v2", "liif-equal-budget-v2", "lte-equal-budget-v2"):
         assert f"### {model}\n" in seeds
         psnr = [frame.loc[(frame["model"] == m) & (frame["scale"] == 4.0), "psnr"].item()
                 for m in (model, f"{model}-seed1", f"{model}-seed2")]  # fmt: skip
@@ -102,7 +102,7 @@ def test_seeds_table_manifest_and_report(workspace):
         )  # the ×4 cell: PSNR per seed, spread
     assert "seed 0 (main)" in seeds and "### ΔPSNR per seed" in seeds
     run = json.loads((results / "run.json").read_text())
-    assert run["seeds"]["moeisr-liif"] == 0 and run["seeds"]["lte-equal-budget-seed2"] == 2
+    assert run["seeds"]["moeisr-liif-v2"] == 0 and run["seeds"]["lte-equal-budget-v2-seed2"] == 2
     assert {e["experiment"] for e in run["experiments"]} >= {r.name for r in SEED_ROLES}
     report = (results / "REPORT.md").read_text()
     assert "## Seeds" in report and "(tables/seeds.md)" not in report and "_File: `tables/seeds.md`._" in report
@@ -121,7 +121,7 @@ def _with(frame, model, psnr):
 def test_seed_spread_decides_a_difference_smaller_than_it(workspace):
     frame = _main_csv(workspace)
     frame = frame[frame["knob"] == "none"]  # as the report reads them
-    liif, label = FAMILIES[0], "MoEISR-LIIF vs equal-budget LIIF"
+    liif, label = FAMILIES_V2[0], "MoEISR-LIIF vs equal-budget LIIF"
     # MoEISR 0.1 dB above the equal budget on every image and scale: "better", decided by the interval ...
     for model in (liif.equal, f"{liif.equal}-seed1", f"{liif.equal}-seed2"):
         frame = _with(frame, model, 30.0)
@@ -129,20 +129,20 @@ def test_seed_spread_decides_a_difference_smaller_than_it(workspace):
     # ... but seed 1's MoEISR is 0.4 dB above seed 1's equal budget: spread 0.3 dB > 0.1 dB
     deltas, spread = seed_spread(frame, liif.moe, liif.equal)
     assert deltas == pytest.approx({None: 0.1, 1: 0.4, 2: 0.1}) and spread == pytest.approx(0.3)
-    row = comparison_rows(frame).set_index("comparison").loc[label]
+    row = comparison_rows(frame, families=FAMILIES_V2).set_index("comparison").loc[label]
     assert row["ΔPSNR (dB)"] == pytest.approx(0.1) and row[SEED_SPREAD] == "0.300"
     assert (row["verdict"], row["decided by"]) == (WITHIN_SEEDS, "seeds")
-    assert "MoEISR-LIIF is within the seed spread of the equal-budget LIIF" in reading(frame)[1]
-    assert "seed spread 0.300 dB, decided by the seeds" in reading(frame)[1]
+    assert "MoEISR-LIIF is within the seed spread of the equal-budget LIIF" in reading(frame, families=FAMILIES_V2)[1]
+    assert "seed spread 0.300 dB, decided by the seeds" in reading(frame, families=FAMILIES_V2)[1]
     # a spread of 0.02 dB leaves the verdict to the interval; the other rows carry no seed spread
     frame = _with(frame, f"{liif.moe}-seed1", 30.12)
-    rows = comparison_rows(frame).set_index("comparison")
+    rows = comparison_rows(frame, families=FAMILIES_V2).set_index("comparison")
     row = rows.loc[label]
     assert (row[SEED_SPREAD], row["verdict"], row["decided by"]) == ("0.020", "better", "interval")
-    assert rows.loc["equal-budget LIIF vs LIIF (extra training)", SEED_SPREAD] == "–"
+    assert rows.loc["equal-budget LIIF vs converged LIIF (extra training)", SEED_SPREAD] == "–"
     # without the replicas (the committed report's case) the table is the same, less the column and any verdict the
     # seeds decided (the LTE family keeps its real rows)
-    plain, rows = comparison_rows(without_seed_replicas(frame)), rows.reset_index()
+    plain, rows = comparison_rows(without_seed_replicas(frame), families=FAMILIES_V2), rows.reset_index()
     assert SEED_SPREAD not in plain and plain.drop(columns=["verdict", "decided by"]).equals(
         rows.drop(columns=[SEED_SPREAD, "verdict", "decided by"])
     )

@@ -15,6 +15,7 @@ from moeisr.pipeline.reproduce import (
     SEED_BUNDLE_LIMIT_MB,
     SEED_ROLES,
     _selected_roles,
+    crop_models,
     default_paths,
     large_scale_grid,
     load_experiments,
@@ -24,7 +25,11 @@ from moeisr.report.tables import MODEL_ORDER
 from moeisr.train import build_model
 
 PROFILES = ("smoke", "cpu", "paper")
-CONTROLS = [("liif_equal", "moeisr_liif", "liif"), ("lte_equal", "moeisr_lte", "lte")]
+CONTROLS = [  # (equal-budget control, MoEISR fine-tune, the backbone both start from): recipe v1, then v2
+    ("liif_equal", "moeisr_liif", "liif"),
+    ("lte_equal", "moeisr_lte", "lte"),
+    ("liif_equal_v2", "moeisr_liif_v2", "liif_converged"),
+]
 
 
 def _experiment(name, profile):
@@ -47,11 +52,7 @@ def test_equal_budget_backbone_trains_exactly_like_the_moeisr_fine_tune(control,
 
 def test_roles_cover_every_model_of_the_tables_parents_first():
     evaluated = {r.model for r in ROLES if r.evaluated} | {"bicubic"}
-    assert evaluated <= set(MODEL_ORDER)  # the tables know every evaluated model's place
-    # recipe v2's models (from the converged backbones) and the dense controls join once trained
-    v2 = {"liif-converged", "lte-converged", "liif-equal-budget-v2", "lte-equal-budget-v2", "moeisr-liif-v2",
-          "moeisr-lte-v2", "liif-d1", "liif-d2", "liif-d3", "lte-d1", "lte-d2"}  # fmt: skip
-    assert set(MODEL_ORDER) - evaluated <= v2
+    assert evaluated == set(MODEL_ORDER)  # every model the tables know is reproduced, and the tables place each
     experiments = load_experiments(default_paths("smoke"), "smoke")
     seen = set()
     for role in ROLES:
@@ -95,7 +96,7 @@ def test_seed_replicas_differ_from_their_experiment_by_the_seed_only():
     paths = default_paths("smoke")
     roles = (*ROLES, *SEED_ROLES)
     experiments = load_experiments(paths, "smoke", ["optim.max_steps=7"], roles)
-    assert {r.experiment for r in SEED_ROLES} == {"moeisr_liif", "moeisr_lte", "liif_equal", "lte_equal"}
+    assert {r.experiment for r in SEED_ROLES} == {"moeisr_liif_v2", "moeisr_lte_v2", "liif_equal_v2", "lte_equal_v2"}
     assert {r.seed for r in SEED_ROLES} == {1, 2}
     hashes = set()
     for role in SEED_ROLES:
@@ -116,10 +117,10 @@ def test_models_selects_seed_replicas_with_their_parents_only_with_seeds():
     paths = default_paths("smoke")
     roles = (*ROLES, *SEED_ROLES)
     experiments = load_experiments(paths, "smoke", (), roles)
-    selected, bicubic = _selected_roles(["moeisr-lte-seed2"], experiments, roles)
-    assert [r.name for r in selected] == ["lte", "moeisr_lte_seed2"] and not bicubic
+    selected, bicubic = _selected_roles(["moeisr-lte-v2-seed2"], experiments, roles)
+    assert [r.name for r in selected] == ["lte", "lte_converged", "moeisr_lte_v2_seed2"] and not bicubic
     with pytest.raises(UserError, match="seed replicas need --seeds"):
-        _selected_roles(["moeisr-lte-seed2"], load_experiments(paths, "smoke"))
+        _selected_roles(["moeisr-lte-v2-seed2"], load_experiments(paths, "smoke"))
 
 
 def test_seed_grid_keeps_the_scales_up_to_x4_at_the_default_setting():
@@ -146,3 +147,11 @@ def test_the_v2_equal_budget_controls_are_the_v1_controls_from_the_converged_bac
     assert v2.init_from == f"{backbone}_converged" and v2.parent.model == v1.parent.model
     differ = {k for k, v in v2.to_dict().items() if v1.to_dict().get(k) != v}
     assert differ == {"name", "description", "init_from"}  # the budget, data, seed and model are v1's
+
+
+def test_the_qualitative_crops_show_recipe_v2_once_both_its_models_are_evaluated():
+    v1 = {"liif", "moeisr-liif", "lte", "moeisr-lte"}
+    assert crop_models(v1) == {"LIIF": "liif", "MoEISR-LIIF": "moeisr-liif", "LTE": "lte", "MoEISR-LTE": "moeisr-lte"}
+    both = crop_models(v1 | {"liif-converged", "moeisr-liif-v2", "lte-converged"})  # LTE's v2 MoEISR not yet
+    assert both == {"LIIF": "liif-converged", "MoEISR-LIIF": "moeisr-liif-v2", "LTE": "lte", "MoEISR-LTE": "moeisr-lte"}
+    assert crop_models({"liif"}) == {}

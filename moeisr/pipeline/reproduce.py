@@ -6,7 +6,7 @@ Stages, each optional, always in this order:
   `<results>/checkpoints/<experiment>.pt` when the config hash it records equals the experiment's, else train
   into `<runs>/<profile>/<experiment>` (resuming from its last.pt, or taking its finished final.pt), then bundle
   the final weights (weights only, see `bundle.py`). Every decision is printed with its reason.
-- **eval**: bicubic and the six models on the profile's grid (the experiments' `eval:` section), plus
+- **eval**: bicubic and every evaluated model of `ROLES` on the profile's grid (the experiments' `eval:` section), plus
   `LARGE_SCALES[profile]` on the sets whose evaluated images all keep an LR side of at least `MIN_LR_SIDE`
   pixels; the results cache (`<cache>/results.jsonl`) makes a re-run compute only what is missing.
 - **check**: the reproduction check (`moeisr.evaluate.recheck`): a fixed, stratified sample of the grid's rows
@@ -39,7 +39,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,21 +95,29 @@ def seed_role(role: Role, seed: int) -> Role:
 ROLES = (  # parents before the experiments initialised from them
     Role("liif", "liif"),
     Role("lte", "lte"),
-    # The backbones trained on until their held-out validation stopped rising (issue 20, item 0): the LMF models'
-    # encoders come from them. Not on the grid: the main models are still fine-tuned from the 6000-step backbones.
-    Role("liif_converged", "liif-converged", evaluated=False),
-    Role("lte_converged", "lte-converged", evaluated=False),
+    # The backbones trained on until their held-out validation stopped rising (issue 20, item 0): recipe v2's
+    # models, the dense controls and the LMF models' encoders start from them.
+    Role("liif_converged", "liif-converged"),
+    Role("lte_converged", "lte-converged"),
+    # recipe v1: fine-tuned from the 6000-step backbones
     Role("moeisr_liif", "moeisr-liif"),
     Role("moeisr_lte", "moeisr-lte"),
     Role("liif_equal", "liif-equal-budget"),
     Role("lte_equal", "lte-equal-budget"),
+    # recipe v2 (docs/moeisr.md §10) and the dense controls (docs/dense_baselines.md), all at v1's budget
+    Role("moeisr_liif_v2", "moeisr-liif-v2"),
+    Role("moeisr_lte_v2", "moeisr-lte-v2"),
+    Role("liif_equal_v2", "liif-equal-budget-v2"),
+    Role("lte_equal_v2", "lte-equal-budget-v2"),
+    *(Role(f"liif_d{k}", f"liif-d{k}") for k in (1, 2, 3)),
+    *(Role(f"lte_d{k}", f"lte-d{k}") for k in (1, 2)),
     Role("lm_liif", "lm-liif"),
     Role("lm_lte", "lm-lte"),
 )
 # Seed replicas (issue 21, item 3): the models whose comparison is the report's verdict, twice more each. Not in
 # the default roles until their cpu bundles are committed (`reproduce(..., seeds=True)`, CLI --seeds).
 SEEDS = (1, 2)
-SEEDED = ("moeisr_liif", "moeisr_lte", "liif_equal", "lte_equal")
+SEEDED = ("moeisr_liif_v2", "moeisr_lte_v2", "liif_equal_v2", "lte_equal_v2")  # the headline comparison's
 SEED_ROLES = tuple(seed_role(r, k) for r in ROLES if r.experiment in SEEDED for k in SEEDS)
 SEED_MAX_SCALE = 4.0  # replicas are evaluated at the grid's scales up to this one
 # LMF's CMSR sweep (the knob `cmsr_mse`, official units: MSE on [-1, 1] images; 2e-5 is the official default):
@@ -119,7 +127,8 @@ ALL_DEEPEST = -math.inf  # MoEISR's routing knob that sends every pixel to its d
 LARGE_SCALES: dict[str, tuple[float, ...]] = {"paper": (18.0, 24.0, 30.0)}  # cpu: skipped, too costly on 2 cores
 MIN_LR_SIDE = 16  # px: a set gets the large scales only if all its evaluated LR images keep this much
 FIGURE_SCALE = 4  # integer, so that the crops' LR windows align exactly with the HR
-BUNDLE_LIMIT_MB = {"cpu": 30.0}  # the committed cpu checkpoints must stay small
+# the committed cpu checkpoints must stay small (~33 MB with recipe v2 and the dense controls)
+BUNDLE_LIMIT_MB = {"cpu": 40.0}
 SEED_BUNDLE_LIMIT_MB = {"cpu": 20.0}  # and the seed replicas' (4 models × 2 seeds, ~19 MB at the cpu widths)
 
 
@@ -657,18 +666,30 @@ def _write_pictures(entries, grid: Grid, folder: Path, device: str) -> dict:
         samples.append(
             pictures.expert_map_sample(f"{dataset}/{path.stem}", load_image(path), FIGURE_SCALE, moe_models, device)
         )
-    crop_models = {"bicubic": None}
-    crop_models |= {label: by_name[name] for label, name in CROP_MODELS.items() if name in by_name}
+    models = {"bicubic": None} | {label: by_name[name] for label, name in crop_models(by_name).items()}
     image = list_images(grid.sets[-1], limit=1)[0]
     crops = pictures.qualitative_crops(
-        f"{grid.sets[-1]}/{image.stem}", load_image(image), FIGURE_SCALE, crop_models, device=device
+        f"{grid.sets[-1]}/{image.stem}", load_image(image), FIGURE_SCALE, models, device=device
     )
     results = folder.parent.parent
     maps_index, crops_index = pictures.write_expert_maps(samples, folder), pictures.write_crops(crops, folder)
     return {"expert_maps": str(maps_index.relative_to(results)), "crops": str(crops_index.relative_to(results))}
 
 
-CROP_MODELS = {"LIIF": "liif", "MoEISR-LIIF": "moeisr-liif", "LTE": "lte", "MoEISR-LTE": "moeisr-lte"}
+# The qualitative crops' models, label → model: recipe v2's pair of a backbone when both were evaluated, else v1's.
+CROP_MODELS = (
+    ({"LIIF": "liif-converged", "MoEISR-LIIF": "moeisr-liif-v2"}, {"LIIF": "liif", "MoEISR-LIIF": "moeisr-liif"}),
+    ({"LTE": "lte-converged", "MoEISR-LTE": "moeisr-lte-v2"}, {"LTE": "lte", "MoEISR-LTE": "moeisr-lte"}),
+)
+
+
+def crop_models(available: Collection[str]) -> dict[str, str]:
+    """Label → model of the qualitative crops: per backbone, the first pair of `CROP_MODELS` whose models are all in
+    `available` (none for a backbone without one)."""
+    chosen: dict[str, str] = {}
+    for variants in CROP_MODELS:
+        chosen |= next((pair for pair in variants if set(pair.values()) <= set(available)), {})
+    return chosen
 
 
 def _expert_info(model) -> list[list]:

@@ -36,10 +36,14 @@ from moeisr.evaluate.runner import checkpoint_entry, super_resolve
 from moeisr.evaluate.speed import representative_image, time_side_by_side
 from moeisr.provenance import cpu_name, current_commit
 
-# (reference, its efficient models): the first model's rows choose each cell's image
+# (reference, its efficient models): the first model's rows choose each cell's image. Recipe v2's pairs (the report's
+# headline) first, then recipe v1's MoEISR alone (one reference per model: the report keeps one row per model and
+# cell); a pair without rows in main.csv is skipped.
 SPEED_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("liif-equal-budget", ("moeisr-liif", "lm-liif")),
-    ("lte-equal-budget", ("moeisr-lte", "lm-lte")),
+    ("liif-equal-budget-v2", ("moeisr-liif-v2", "lm-liif")),
+    ("lte-equal-budget-v2", ("moeisr-lte-v2", "lm-lte")),
+    ("liif-equal-budget", ("moeisr-liif",)),
+    ("lte-equal-budget", ("moeisr-lte",)),
 )
 REPEATS = 3
 WARMUP = 1
