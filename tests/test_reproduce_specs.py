@@ -28,7 +28,8 @@ PROFILES = ("smoke", "cpu", "paper")
 CONTROLS = [  # (equal-budget control, MoEISR fine-tune, the backbone both start from): recipe v1, then v2
     ("liif_equal", "moeisr_liif", "liif"),
     ("lte_equal", "moeisr_lte", "lte"),
-    ("liif_equal_v2", "moeisr_liif_v2", "liif_converged"), ("lte_equal_v2", "moeisr_lte_v2", "lte_converged"),
+    ("liif_equal_v2", "moeisr_liif_v2", "liif_converged"),
+    ("lte_equal_v2", "moeisr_lte_v2", "lte_converged"),
 ]
 
 

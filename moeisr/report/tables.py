@@ -733,7 +733,7 @@ def published_table(
         "",
     ]
     if subsets:
-        listed = ", ".join(f"{d} ({n} of {m} images)" for d, (n, m) in subsets.items())
+        listed = ", ".join(f"{d} (first {n} of {m} images)" for d, (n, m) in subsets.items())
         lines += [f"Our means on {listed} are over the evaluated subset, so no row of those sets is comparable.", ""]
     rows = []
     order = {name: i for i, name in enumerate(SET_ORDER)}
@@ -753,7 +753,7 @@ def published_table(
             if len(match):
                 values.append(f"{name} {match['psnr'].iloc[0]:.2f}")
         subset = (
-            f" (subset: {subsets[item.dataset][0]} of {subsets[item.dataset][1]} images)"
+            f" (first {subsets[item.dataset][0]} of {subsets[item.dataset][1]} images)"
             if item.dataset in subsets
             else ""
         )
