@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
-from moeisr.provenance import machine
+from moeisr.provenance import machine, threads_text
 from moeisr.report.tables import (
     FAMILIES,
     Family,
@@ -411,7 +411,7 @@ def render_report(inputs: ReportInputs) -> str:
         f"# moeisr reproduction report (profile `{inputs.profile}`)",
         "",
         f"_Generated at commit `{inputs.commit}` by `{inputs.command}`; machine: {m['cpu']}, {m['cores']} cores, "
-        f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, {m['os']}._",
+        f"torch {m['torch']} ({threads_text(m['torch_threads'])}), Python {m['python']}, {m['os']}._",
         "",
         "MoEISR here is **our reconstruction** of the paper (docs/moeisr.md); its numbers are not the paper's. "
         "Each backbone is compared with MoEISR fine-tuned from it **and** with the same backbone fine-tuned for "
