@@ -24,6 +24,7 @@ from moeisr.artefacts import ABLATION_META_FILE, ABLATION_RAW_CSVS
 from moeisr.commands.ablations import ablations
 from moeisr.data.layout import BENCHMARK_SETS
 from moeisr.report.ablations.analysis import read_summary
+from moeisr.report.ablations.recipe import missing_rows, select, selection_markdown
 from moeisr.report.ablations.render import TABLE, render
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]  # ~40 s on 2 shared cores
@@ -112,6 +113,7 @@ def test_the_selection_writes_a_table_and_a_chosen_recipe(workspace):
         assert summary.loc[name, "dense"] == "liif-equal" and math.isfinite(summary.loc[name, "saved_pct"])
     recipe = json.loads((folder / "recipe.json").read_text())
     assert recipe["heldout"] == {"set": "T91", "scales": list(SCALES), "crop": CROP, "limit": LIMIT}
+    assert recipe["complete"] is True and recipe["missing_rows"] == []  # every planned row has held-out numbers
     (chosen,) = recipe["recipes"]
     assert chosen["base"] == "moeisr_liif" and chosen["reference"] == "liif-ref"
     assert chosen["status"] in {"v1", "one knob"} and chosen["chosen"] in {"liif-ref", "liif-prefix-lstsq"}
@@ -122,6 +124,21 @@ def test_the_selection_writes_a_table_and_a_chosen_recipe(workspace):
     assert "| `liif-prefix-lstsq` " in table and "## Benchmark grid (reporting only: never used to choose)" in table
     assert "ΔPSNR vs ref re-routed to the row's cost" in table  # the suite's matched-cost column
     assert (folder / "selection.md").read_text() in table
+
+
+def test_a_selection_over_part_of_the_rows_says_it_is_provisional(workspace):
+    folder = _folder(workspace)
+    meta = json.loads((folder / ABLATION_META_FILE).read_text())
+    assert meta["planned_rows"] == list(ROWS)
+    summary = read_summary(folder / "heldout_rows.csv")
+    decisions, recipes = select(summary, meta)
+    assert "Provisional" not in selection_markdown(summary, decisions, recipes, meta)
+    part = summary[summary["row"] != "liif-prefix-lstsq"]  # a knob row not measured yet
+    decisions, recipes = select(part, meta)
+    assert missing_rows(part, meta) == ["liif-prefix-lstsq"]
+    assert "**Provisional**: 1 of 3 rows have no held-out numbers yet (`liif-prefix-lstsq`)" in selection_markdown(
+        part, decisions, recipes, meta
+    )
 
 
 def test_the_main_suite_is_left_alone(workspace):

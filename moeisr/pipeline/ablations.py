@@ -708,6 +708,7 @@ def _meta(meta_rows: list[dict], spec: ProfileSpec, grid: Grid, result, commit, 
             selection=suite.selection.to_dict(),
             heldout=result.heldout_split,
             factors={n: {"label": f.label, "keys": list(f.keys)} for n, f in suite.factors.items()},
+            planned_rows=[r.name for r in suite.select(spec)],  # the rule is final only once all have held-out rows
         )
     return meta
 

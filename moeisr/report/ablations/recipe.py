@@ -306,10 +306,23 @@ def recipe_lines(recipes: list[dict], meta: dict) -> list[str]:
     return lines or ["_(no MoEISR row has held-out results yet)_"]
 
 
+def missing_rows(summary: pd.DataFrame, meta: dict) -> list[str]:
+    """The profile's rows (`meta['planned_rows']`) without held-out numbers in `summary`: while any is missing, the
+    rule has run on part of the suite and its choice is provisional."""
+    measured = set(summary["row"]) if len(summary) else set()
+    return [r for r in meta.get("planned_rows", []) if r not in measured]
+
+
 def selection_markdown(summary: pd.DataFrame, decisions: pd.DataFrame, recipes: list[dict], meta: dict) -> str:
     """The "Recipe v2" section (`selection.md`), which tables/ablations.md includes."""
     scales = [c.removeprefix("psnr_") for c in summary.columns if c.startswith("psnr_x")] if len(summary) else []
     lines = [f"## Recipe v2: chosen on the held-out split ({meta['suite']} suite)", "", _rule_line(meta), ""]
+    missing = missing_rows(summary, meta)
+    if missing:
+        planned = len(meta["planned_rows"])
+        lines += [f"**Provisional**: {len(missing)} of {planned} rows have no held-out numbers yet "
+                  f"({', '.join(f'`{r}`' for r in missing)}); the rule ran on the others, so the choice below may "
+                  "change once they have.", ""]  # fmt: skip
     lines += ["### Chosen recipe", "", *recipe_lines(recipes, meta), ""]
     lines += ["### Held-out rows", ""]
     lines += [selection_table(summary, decisions, scales) if len(summary) else "_(no held-out results yet)_", ""]
@@ -403,6 +416,10 @@ def render_recipe(results: Path, folder: Path, raw, command: str | None, log: Ca
     factors = analysis.factor_summary(cells, rows_meta.drop(columns=["set"], errors="ignore")) if len(cells) else cells
     equal = equal_budget_cells(rows, rows_meta) if len(rows_meta) and len(rows) else pd.DataFrame()
     section = selection_markdown(summary, decisions, recipes, meta)
+    missing = missing_rows(summary, meta)
+    if missing:
+        log(f"[report] WARNING: provisional selection: {len(missing)} rows have no held-out numbers yet "
+            f"({', '.join(missing)})")  # fmt: skip
     written = [
         atomic_write_text(folder / "heldout_rows.csv", summary.to_csv(index=False)),
         atomic_write_text(folder / "selection.csv", decisions.to_csv(index=False)),
@@ -412,7 +429,13 @@ def render_recipe(results: Path, folder: Path, raw, command: str | None, log: Ca
         atomic_write_text(
             folder / RECIPE_JSON,
             json.dumps(
-                {"selection": meta["selection"], "heldout": meta["heldout"], "recipes": recipes},
+                {
+                    "selection": meta["selection"],
+                    "heldout": meta["heldout"],
+                    "complete": not missing,
+                    "missing_rows": missing,
+                    "recipes": recipes,
+                },  # fmt: skip
                 indent=1,
                 ensure_ascii=False,
                 default=str,
