@@ -111,7 +111,7 @@ def test_the_sweep_comparisons_are_the_router_summaries():
 
 
 def _reading_sections(markdown: str) -> dict[str, str]:
-    reading = markdown.split("\n## Reading\n", 1)[1]
+    reading = markdown.split("\n## Reading\n", 1)[1].split("\n## ", 1)[0]  # up to the next section (recipe v2's)
     return {s.split("\n", 1)[0]: s.split("\n", 1)[1] for s in re.split(r"(?m)^### ", reading)[1:]}
 
 
@@ -144,6 +144,9 @@ def test_the_report_renders_the_committed_summaries_from_the_raw_artefacts(tmp_p
     (tmp_path / "ablations").mkdir()
     for name in [f"{n}.csv" for n in RAW_CSVS] + [META_FILE]:
         shutil.copy(RESULTS / "ablations" / name, tmp_path / "ablations" / name)
+    for section in (RESULTS / "ablations").glob("*/selection.md"):  # a suite's selection, which the table ends with
+        (tmp_path / "ablations" / section.parent.name).mkdir()
+        shutil.copy(section, tmp_path / "ablations" / section.parent.name / section.name)
     written = render(tmp_path, log=lambda line: None)
     for name in SUMMARIES:
         assert (tmp_path / "ablations" / f"{name}.csv").read_bytes() == (
