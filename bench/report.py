@@ -19,7 +19,7 @@ from pathlib import Path
 import benchlib as B
 
 from moeisr.io import atomic_write_text
-from moeisr.provenance import current_commit, machine
+from moeisr.provenance import current_commit, machine, machine_text
 from moeisr.report.report_md import measured_commits
 
 TARGETS = {"realised_over_flops": 0.9, "liif_vs_reference_speedup": 1.5, "decoder_peak_fraction": 0.6, "rss_gb": 6.0}
@@ -208,8 +208,7 @@ def markdown(m: dict, s: dict) -> str:
         "# moeisr speed suite",
         "",
         f"_Rows measured at commit(s) {measured_commits(s['provenance'])}, written {s['provenance']['written_at']}; "
-        f"{s['machine']['cpu']}, {s['machine']['cores']} cores, torch {s['machine']['torch']} "
-        f"({s['machine']['torch_threads']} threads), load average at the start/end of the latest run "
+        f"{machine_text(s['machine'])}, load average at the start/end of the latest run "
         f"{s['machine'].get('load_average_at_start')} / {s['machine'].get('load_average_at_end')}. Weights: "
         + ", ".join(f"{k}: {v}" for k, v in s["weights"].items())
         + "._",

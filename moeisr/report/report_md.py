@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
-from moeisr.provenance import machine, threads_text
+from moeisr.provenance import machine, machine_text, threads_text
 from moeisr.report.tables import (
     FAMILIES,
     Family,
@@ -410,8 +410,8 @@ def render_report(inputs: ReportInputs) -> str:
     lines = [
         f"# moeisr reproduction report (profile `{inputs.profile}`)",
         "",
-        f"_Generated at commit `{inputs.commit}` by `{inputs.command}`; machine: {m['cpu']}, {m['cores']} cores, "
-        f"torch {m['torch']} ({threads_text(m['torch_threads'])}), Python {m['python']}, {m['os']}._",
+        f"_Generated at commit `{inputs.commit}` by `{inputs.command}`; machine: {machine_text(m)}, "
+        f"Python {m['python']}, {m['os']}._",
         "",
         "MoEISR here is **our reconstruction** of the paper (docs/moeisr.md); its numbers are not the paper's. "
         "Each backbone is compared with MoEISR fine-tuned from it **and** with the same backbone fine-tuned for "
@@ -536,9 +536,8 @@ def speed_section(results: str | Path) -> str:
         "## Speed (wall clock)",
         "",
         f"_`nox -s bench`, rows measured at commit(s) {commits}, summary written {prov.get('written_at', '?')}; "
-        f"{m.get('cpu', '?')}, "
-        f"{m.get('cores', '?')} cores, {m.get('torch_threads', '?')} threads. Every ratio is taken within one run, "
-        "side by side. Weights per model:_",
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {threads_text(m.get('torch_threads', '?'))}. "
+        "Every ratio is taken within one run, side by side. Weights per model:_",
         "",
         *(f"- {k}: {v}" for k, v in summary.get("weights", {}).items()),
         "",

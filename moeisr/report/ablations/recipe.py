@@ -310,14 +310,17 @@ def missing_rows(summary: pd.DataFrame, meta: dict) -> list[str]:
     """The profile's rows (`meta['planned_rows']`) without held-out numbers in `summary`: while any is missing, the
     rule has run on part of the suite and its choice is provisional."""
     measured = set(summary["row"]) if len(summary) else set()
-    return [r for r in meta.get("planned_rows", []) if r not in measured]
+    return [r for r in meta["planned_rows"] if r not in measured]
 
 
-def selection_markdown(summary: pd.DataFrame, decisions: pd.DataFrame, recipes: list[dict], meta: dict) -> str:
-    """The "Recipe v2" section (`selection.md`), which tables/ablations.md includes."""
+def selection_markdown(
+    summary: pd.DataFrame, decisions: pd.DataFrame, recipes: list[dict], meta: dict, missing: list[str] | None = None
+) -> str:
+    """The "Recipe v2" section (`selection.md`), which tables/ablations.md includes. missing: `missing_rows`, when
+    the caller has it already."""
     scales = [c.removeprefix("psnr_") for c in summary.columns if c.startswith("psnr_x")] if len(summary) else []
     lines = [f"## Recipe v2: chosen on the held-out split ({meta['suite']} suite)", "", _rule_line(meta), ""]
-    missing = missing_rows(summary, meta)
+    missing = missing_rows(summary, meta) if missing is None else missing
     if missing:
         planned = len(meta["planned_rows"])
         lines += [f"**Provisional**: {len(missing)} of {planned} rows have no held-out numbers yet "
@@ -415,8 +418,8 @@ def render_recipe(results: Path, folder: Path, raw, command: str | None, log: Ca
     cells = analysis.factor_cells(rows, rows_meta, matched) if len(rows_meta) and len(rows) else pd.DataFrame()
     factors = analysis.factor_summary(cells, rows_meta.drop(columns=["set"], errors="ignore")) if len(cells) else cells
     equal = equal_budget_cells(rows, rows_meta) if len(rows_meta) and len(rows) else pd.DataFrame()
-    section = selection_markdown(summary, decisions, recipes, meta)
     missing = missing_rows(summary, meta)
+    section = selection_markdown(summary, decisions, recipes, meta, missing)
     if missing:
         log(f"[report] WARNING: provisional selection: {len(missing)} rows have no held-out numbers yet "
             f"({', '.join(missing)})")  # fmt: skip
