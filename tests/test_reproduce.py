@@ -254,3 +254,70 @@ def test_dense_frontier_from_trained_dense_models(workspace):
     means = frame.groupby(["model", "dataset", "scale", "knob"]).agg(psnr=("psnr", "mean"), gflops=("gflops", "mean"))
     curves = figures._dense_frontiers(means.reset_index().assign(n=1, curve=False))
     assert set(curves["model"]) == {"LIIF dense frontier", "LTE dense frontier"}
+
+
+# ---- --plan: what is left, read from the bundles, run folders and cache ------------------------------------------
+
+
+def _plan(folders, **kwargs):
+    from moeisr.pipeline.plan import make_plan
+    from moeisr.pipeline.reproduce import setup
+
+    return make_plan(setup("smoke", overrides=OVERRIDES, **folders, **kwargs))
+
+
+def test_plan_after_the_run_has_nothing_left(workspace):
+    frame = _plan(workspace["folders"]).frame
+    assert list(frame["experiment"][1:]) == [r.experiment for r in ROLES]
+    assert frame["steps_left"].sum() == 0 and frame["rows_left"].sum() == 0
+    counted = frame[frame["model"] != ""].set_index("model")["rows"].to_dict()
+    # one row per model on the one-image, one-scale grid, MoEISR twice (default and all-deepest routing)
+    assert counted == {m: 2 if m in MOEISR_MODELS else 1 for m in EVALUATED_MODELS}
+
+
+def test_plan_counts_exactly_the_missing_rows_and_steps(workspace, tmp_path):
+    import shutil
+
+    folders = workspace["folders"]
+    cache = tmp_path / "cache"
+    shutil.copytree(folders["cache"], cache)
+    lines = (cache / "results.jsonl").read_text().splitlines()
+    kept = [line for line in lines if '"model":"liif-equal-budget"' not in line.replace(" ", "")]
+    assert len(lines) - len(kept) == 1
+    (cache / "results.jsonl").write_text("\n".join(kept) + "\n")
+    runs = tmp_path / "runs"
+    shutil.copytree(folders["runs"], runs)
+    results = tmp_path / "results"
+    shutil.copytree(folders["results"], results)
+    (results / "checkpoints" / "lte_d1.pt").unlink()  # its finished run folder remains: its steps count as done
+    shutil.rmtree(runs / "smoke" / "lte_d2")
+    (results / "checkpoints" / "lte_d2.pt").unlink()  # nothing left of it: every step and row to do
+
+    frame = _plan({"results": results, "runs": runs, "cache": cache}).frame.set_index("experiment")
+    left = frame[(frame["steps_left"] > 0) | (frame["rows_left"] > 0)]
+    assert left["rows_left"].to_dict() == {"liif_equal": 1, "lte_d1": 1, "lte_d2": 1}
+    assert left["steps_left"].to_dict() == {"liif_equal": 0, "lte_d1": 0, "lte_d2": 4}
+    assert (left["eval_hours"] > 0).all() and left.loc["lte_d2", "train_hours"] > 0
+    # lte_d2's pace: the recorded training of the smoke run's bundled lte experiments, not a constant
+    assert "recorded for" in left.loc["lte_d2", "train_pace"]
+
+
+def test_plan_cli_prints_the_table_and_the_total(workspace, capsys):
+    from moeisr.cli import main
+
+    folders = workspace["folders"]
+    argv = ["reproduce", "--plan", "--profile", "smoke", "--set", *OVERRIDES]
+    argv += [f"--{k}={v}" for k, v in folders.items()]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| moeisr-lte-v2 " in out and "done" in out
+    assert re.search(r"Left: training –, evaluation –", out)
+
+
+def test_plan_of_empty_folders_has_everything_left(workspace, tmp_path):
+    folders = {"results": tmp_path / "results", "runs": tmp_path / "runs", "cache": tmp_path / "cache"}
+    frame = _plan(folders).frame
+    trained = frame[frame["experiment"] != ""]
+    assert (trained["steps_left"] == trained["steps"]).all() and (trained["train_hours"] > 0).all()
+    assert (frame["rows_left"] == frame["rows"]).all() and frame["rows"].sum() == ROWS
+    assert set(trained["train_pace"].str.extract(r"\((.*)\)")[0]) == {"planning constant"}

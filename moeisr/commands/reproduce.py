@@ -55,10 +55,27 @@ def add_parser(subparsers) -> None:
         "and evaluate them at x2-x4 (models moeisr-liif-seed1, ...; the report's Seeds table and seed spread); off "
         "until their cpu checkpoints are committed",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the train and eval stages would still compute (steps and rows left, per model) and about "
+        "how long, from the bundles, run folders, timings.json and the cache; run nothing",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.plan:
+        from moeisr.pipeline.plan import make_plan, plan_text
+        from moeisr.pipeline.reproduce import setup
+
+        job = setup(
+            args.profile, results=args.results, runs=args.runs, cache=args.cache, overrides=args.overrides or (),
+            large_scales=args.large_scales, models=args.models, seeds=args.seeds,
+        )  # fmt: skip
+        print(f"moeisr reproduce --plan: profile {job.profile}, cache {job.paths.cache_file}")
+        print(plan_text(make_plan(job)))
+        return 0
     run_reproduce(
         large_scales=args.large_scales, models=args.models, full=args.full, seeds=args.seeds, **pipeline_options(args)
     )

@@ -308,6 +308,52 @@ class ReproduceResult:
 # ------------------------------------------------------------------------------------- pipeline
 
 
+@dataclass
+class Setup:
+    """What a run of `profile` covers: its folders, experiments, selected roles and grids (`setup`)."""
+
+    profile: str
+    paths: Paths
+    experiments: dict[str, Experiment]
+    all_roles: tuple[Role, ...]  # ROLES, and SEED_ROLES with seeds
+    roles: list[Role]  # the selected ones (`models`) and the experiments they start from
+    with_bicubic: bool
+    grid: Grid
+    large: Grid | None  # the large scales' grid, if any set keeps MIN_LR_SIDE there
+    too_small: list[str]  # the sets left out of the large scales
+
+    def eval_runs(self, entries, replicas=()) -> list[tuple[Grid, list]]:
+        """(grid, the entries evaluated on it) of the eval stage: the main grid and the large scales for `entries`,
+        their knob rows (`knob_runs`), and the seed replicas on `seed_grid`."""
+        runs = [(g, list(entries)) for g in (self.grid, self.large) if g is not None] + knob_runs(self.grid, entries)
+        replica_grid = seed_grid(self.grid)
+        if replicas and replica_grid is not None:
+            runs.append((replica_grid, list(replicas)))
+        return runs
+
+
+def setup(
+    profile: str = "cpu",
+    *,
+    results: str | os.PathLike | None = None,
+    runs: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    large_scales: Sequence[float] | None = None,
+    models: Sequence[str] | None = None,
+    seeds: bool = False,
+) -> Setup:
+    """The folders, experiments, roles and grids of a run (the arguments as in `reproduce`); nothing is trained,
+    evaluated or written. UserError for an unknown model or a broken experiment file."""
+    paths = default_paths(profile, results, runs, cache)
+    all_roles = (*ROLES, *SEED_ROLES) if seeds else ROLES
+    experiments = load_experiments(paths, profile, overrides, all_roles)
+    roles, with_bicubic = _selected_roles(models, experiments, all_roles)
+    grid = eval_grid(experiments)
+    large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
+    return Setup(profile, paths, experiments, all_roles, roles, with_bicubic, grid, large, too_small)
+
+
 def reproduce(
     profile: str = "cpu",
     *,
@@ -346,15 +392,12 @@ def reproduce(
         raise UserError(
             "the report stage needs every model; with --models, run --stages train,eval (then the report alone)"
         )
-    paths = default_paths(profile, results, runs, cache)
+    job = setup(profile, results=results, runs=runs, cache=cache, overrides=overrides, large_scales=large_scales,
+                models=models, seeds=seeds)  # fmt: skip
+    paths, experiments, roles, all_roles, grid = job.paths, job.experiments, job.roles, job.all_roles, job.grid
+    large, too_small = job.large, job.too_small
     commit = current_commit()
     command = command or f"moeisr reproduce --profile {profile}"
-    all_roles = (*ROLES, *SEED_ROLES) if seeds else ROLES
-    experiments = load_experiments(paths, profile, overrides, all_roles)
-    roles, with_bicubic = _selected_roles(models, experiments, all_roles)
-    grid = eval_grid(experiments)
-    large, too_small = large_scale_grid(grid, LARGE_SCALES.get(profile, ()) if large_scales is None else large_scales)
-    grids = [g for g in (grid, large) if g is not None]
     result = ReproduceResult(paths=paths)
     loaded = load_timings(paths.timings)
     timings = copy.deepcopy(loaded)
@@ -394,7 +437,7 @@ def reproduce(
 
     # ---- evaluate ---------------------------------------------------------------------------------
     evaluated = [r for r in roles if r.evaluated and (models is None or r.model in models)]
-    entries = [bicubic_entry()] if with_bicubic else []
+    entries = [bicubic_entry()] if job.with_bicubic else []
     entries += [
         checkpoint_entry(checkpoints[r.name].path, name=r.model, device=device) for r in evaluated if r.seed is None
     ]
@@ -403,9 +446,7 @@ def reproduce(
     replica_grid = seed_grid(grid)
     cache_file = paths.cache / f"full-{commit}.jsonl" if full else paths.cache_file
     cache_store = ResultsCache(cache_file)
-    runs = [(g, entries) for g in grids] + knob_runs(grid, entries)  # (grid, the entries evaluated on it)
-    if replicas and replica_grid is not None:
-        runs.append((replica_grid, replicas))
+    runs = job.eval_runs(entries, replicas)
     keys = list(dict.fromkeys(k for g, on in runs for k in grid_keys(on, g)))
     result.mode = "full" if full else "verified"
     if "eval" in stages:
