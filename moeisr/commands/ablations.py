@@ -34,7 +34,12 @@ def add_parser(subparsers) -> None:
         retrain_help="ignore the rows' bundled checkpoints",
     )
     parser.add_argument(
-        "--rows", type=csv_list, default=None, metavar="ROW,ROW", help="rows to run (default: the profile's rows)"
+        "--rows",
+        type=csv_list,
+        default=None,
+        metavar="ROW,ROW",
+        help="rows to run, with their references and dense targets, in the suite file's order whatever the order "
+        "given here (default: the profile's rows)",
     )
     parser.add_argument(
         "--suite",
