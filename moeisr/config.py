@@ -589,6 +589,12 @@ class Experiment:
         return self.spec.model
 
     @property
+    def kind(self) -> str:
+        """'liif', 'lte', 'moeisr/liif', ...: the model's name, with its backbone's for a model built over one."""
+        name, backbone = self.model.name, (self.model.args or {}).get("backbone_spec")
+        return f"{name}/{backbone['name']}" if isinstance(backbone, dict) and "name" in backbone else name
+
+    @property
     def init_from(self) -> str | None:
         return self.spec.init_from
 

@@ -355,3 +355,9 @@ def test_the_validation_label_says_what_each_run_validates_on():
     }
     assert labels == {"liif": "Set5 (first 5), ×2", "liif_converged": "T91, 72 px crops, ×2, ×4"}
     assert load_experiment(experiments / "liif.yaml", "cpu", ["data.val_set=null"]).data.validation_label() is None
+
+
+def test_the_kind_names_the_model_and_the_backbone_it_is_built_over():
+    experiments = REPO / "experiments"
+    kinds = {n: load_experiment(experiments / f"{n}.yaml", "cpu").kind for n in ("liif", "lte_d2", "moeisr_lte_v2")}
+    assert kinds == {"liif": "liif", "lte_d2": "lte", "moeisr_lte_v2": "moeisr/lte"}

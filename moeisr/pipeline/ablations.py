@@ -240,10 +240,8 @@ def _training_left(rows: Sequence[Row], experiments: dict[str, Experiment], path
 
 
 def _family(experiment: Experiment) -> str:
-    """The backbone family a row fine-tunes ('liif', 'lte'): MoEISR's `backbone_spec` name, else the model's."""
-    model = experiment.spec.model
-    backbone = (model.args or {}).get("backbone_spec")
-    return backbone["name"] if isinstance(backbone, dict) and "name" in backbone else model.name
+    """The backbone family a row fine-tunes ('liif', 'lte'): the last part of `Experiment.kind`."""
+    return experiment.kind.split("/")[-1]
 
 
 def _architecture(experiment: Experiment) -> dict:

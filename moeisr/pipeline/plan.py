@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from moeisr.config import Experiment
 from moeisr.data.benchmark import list_images
 from moeisr.data.images import image_size
 from moeisr.evaluate.cache import ResultsCache, knob_label
@@ -52,20 +51,13 @@ class Plan:
         return float(self.frame["eval_hours"].sum())
 
 
-def kind(experiment: Experiment) -> str:
-    """'liif', 'lte', 'moeisr/liif', ...: the model name, with the backbone's name for a model built over one."""
-    model = experiment.spec.model
-    backbone = (model.args or {}).get("backbone_spec")
-    return f"{model.name}/{backbone['name']}" if isinstance(backbone, dict) and "name" in backbone else model.name
-
-
 def make_plan(job: Setup) -> Plan:
     """The plan of `job` (`moeisr.pipeline.reproduce.setup`), read from its bundles, run folders, timings.json and
     evaluation cache."""
     from moeisr.train.loop import build_model
 
     paths, experiments = job.paths, job.experiments
-    kinds = {r.model: kind(experiments[r.name]) for r in job.all_roles} | {"bicubic": "bicubic"}
+    kinds = {r.model: experiments[r.name].kind for r in job.all_roles} | {"bicubic": "bicubic"}
     timings = load_timings(paths.timings).get("experiments", {})
     cache = ResultsCache(paths.cache_file)
 
@@ -95,7 +87,7 @@ def make_plan(job: Setup) -> Plan:
             entry = ModelEntry(name=role.model, model=build_model(experiment).eval(), ckpt_hash="(not trained)")
         (entries if role.seed is None else replicas).append(entry)
 
-    sizes: dict[tuple[str, str], float] = {}  # (set, image) -> HR megapixels
+    sizes = _megapixels(job)
     left: dict[str, list] = {}
     counts: dict[str, int] = {}
     present = cache.keys()
@@ -105,12 +97,9 @@ def make_plan(job: Setup) -> Plan:
             counts[entry.name] = counts.get(entry.name, 0) + 1
             if item_key(item, grid) in present:
                 continue
-            if (dataset, path.stem) not in sizes:
-                h, w = image_size(path)
-                sizes[(dataset, path.stem)] = h * w / 1e6
             left.setdefault(entry.name, []).append((knob_label(knob), sizes[(dataset, path.stem)]))
 
-    paces = _row_paces(cache, kinds, job)
+    paces = _row_paces(cache, kinds, job, sizes)
     for row in rows:
         model = row["model"]
         todo = left.get(model, [])
@@ -130,7 +119,7 @@ def _step_pace(name, experiment, paths, profile, timings, kinds, job) -> tuple[f
             last = None
         if last is not None and last["step"] > 0:
             return float(last["seconds"]) / float(last["step"]), "its run's log"
-    own = kind(experiment)
+    own = experiment.kind
     recorded = []
     for role in job.all_roles:
         info = timings.get(role.name) or {}
@@ -144,7 +133,12 @@ def _step_pace(name, experiment, paths, profile, timings, kinds, job) -> tuple[f
     return STEP_SECONDS.get(family, max(STEP_SECONDS.values())), "planning constant"
 
 
-def _row_paces(cache: ResultsCache, kinds: dict[str, str], job: Setup) -> dict:
+def _megapixels(job: Setup) -> dict[tuple[str, str], float]:
+    """(set, image stem) -> HR megapixels, for every image of the grid's sets."""
+    return {(s, p.stem): math.prod(image_size(p)) / 1e6 for s in job.grid.sets for p in list_images(s)}
+
+
+def _row_paces(cache: ResultsCache, kinds: dict[str, str], job: Setup, mp: dict[tuple[str, str], float]) -> dict:
     """Recorded seconds per HR megapixel of the cache's rows on the grid's sets: by (kind, knob), by kind, and '*'."""
     frame = cache.load()
     if frame.empty:
@@ -153,8 +147,6 @@ def _row_paces(cache: ResultsCache, kinds: dict[str, str], job: Setup) -> dict:
     frame = frame[frame["seconds"].apply(lambda v: v is not None and not math.isnan(float(v)))]
     if frame.empty:
         return {}
-    images = {(s, p.stem): p for s in job.grid.sets for p in list_images(s)}
-    mp = {k: math.prod(image_size(p)) / 1e6 for k, p in images.items()}
     frame["mp"] = [mp.get((d, i), math.nan) for d, i in zip(frame["dataset"], frame["image"], strict=True)]
     frame = frame.dropna(subset=["mp"])
     frame["kind"] = frame["model"].map(kinds)
