@@ -5,7 +5,9 @@ takes a fraction of a second) and a link to the real training images; training i
 to ×4 by overrides applied to every experiment alike.
 """
 
+import json
 import math
+import os
 import re
 
 import numpy as np
@@ -20,6 +22,7 @@ from moeisr.evaluate.recheck import reproduction_check
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
 from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, default_paths, load_experiments
+from moeisr.provenance import machine_text
 from moeisr.report.report_md import comparison_rows, efficiency_rows
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
@@ -137,6 +140,9 @@ def test_tables_and_report_render(workspace):
         recheck is not None and len(recheck) == len(EVALUATED_MODELS) and recheck["within"].all()
     )  # one cell: Set5 ×4
     assert "Mode **verified**" in report and "Verdict: **PASS**" in report
+    # the machine line names the run's machine, recorded in run.json, not whichever process renders the report
+    run = json.loads((results / "run.json").read_text())
+    assert run["machine"]["cores"] == str(os.cpu_count()) and machine_text(run["machine"]) in report
 
 
 def test_second_run_reuses_checkpoints_and_cache(workspace):

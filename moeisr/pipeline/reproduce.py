@@ -61,7 +61,7 @@ from moeisr.io import atomic_write_text
 from moeisr.models.base import compute_knob
 from moeisr.pipeline.bundle import CheckpointInfo, prepare_named
 from moeisr.pipeline.timings import load_timings, record_stage, save_timings
-from moeisr.provenance import current_commit
+from moeisr.provenance import current_commit, machine
 
 STAGES = ("train", "eval", "check", "report")
 DEFAULT_RESULTS = {"cpu": Path("results"), "paper": Path("results") / "paper"}  # relative to the repository
@@ -513,6 +513,7 @@ def reproduce(
             "profile": profile,
             "commit": commit,
             "command": command,
+            "machine": machine(),  # where this run's report stage ran; REPORT.md names it, whoever re-renders
             "mode": result.mode,
             "rows_computed": result.rows_computed,
             "experiments": [

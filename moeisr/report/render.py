@@ -146,6 +146,7 @@ def render_results(results: str | Path, log=print) -> Path:
         ablations=ablation_section(results),
         speed=speed_section(results),
         eval_seconds=float(all_rows["seconds"].sum()) if "seconds" in all_rows else None,
+        machine=run.get("machine"),
     )
     report = atomic_write_text(results / "REPORT.md", render_report(inputs))
     log(f"[report] wrote {tables_dir}/, {figures_dir}/ ({len(out_figures)} figures) and {report}")

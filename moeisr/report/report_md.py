@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from moeisr.metrics.paired import FLOOR_DB, paired_bootstrap
-from moeisr.provenance import machine, machine_text, threads_text
+from moeisr.provenance import machine_text, threads_text
 from moeisr.report.tables import (
     FAMILIES,
     Family,
@@ -334,6 +334,7 @@ class ReportInputs:
     ablations: str = ""  # the "## Ablations" section (`ablation_section`), empty when there are no results
     speed: str = ""  # the "## Speed" section (`speed_section`), empty when the speed suite has not run
     eval_seconds: float | None = None  # sum of the grid rows' per-row evaluation times
+    machine: Mapping[str, str] | None = None  # run.json's `provenance.machine()` record of the run; None: not recorded
 
 
 def _duration(seconds) -> str:
@@ -406,12 +407,16 @@ def stage_time_lines(timings: Mapping, experiments: Sequence[Mapping], eval_seco
 
 def render_report(inputs: ReportInputs) -> str:
     """The Markdown text of REPORT.md."""
-    m = machine()
+    m = inputs.machine
+    where = (
+        f"machine: {machine_text(m)}, Python {m['python']}, {m['os']}"
+        if m
+        else "machine: not recorded in run.json (the report stage of `moeisr reproduce` records it)"
+    )
     lines = [
         f"# moeisr reproduction report (profile `{inputs.profile}`)",
         "",
-        f"_Generated at commit `{inputs.commit}` by `{inputs.command}`; machine: {machine_text(m)}, "
-        f"Python {m['python']}, {m['os']}._",
+        f"_Generated at commit `{inputs.commit}` by `{inputs.command}`; {where}._",
         "",
         "MoEISR here is **our reconstruction** of the paper (docs/moeisr.md); its numbers are not the paper's. "
         "Each backbone is compared with MoEISR fine-tuned from it **and** with the same backbone fine-tuned for "
