@@ -13,7 +13,7 @@ import pytest
 from moeisr.errors import UserError
 from moeisr.evaluate.speed import decoder_share, representative_image, time_side_by_side
 from moeisr.pipeline.speedups import SPEED_PAIRS, measure_speedups
-from moeisr.report.tables import current_speedups, main_table
+from moeisr.report.tables import current_speedups, main_table, report_families
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -71,10 +71,20 @@ def test_measuring_the_committed_checkpoints_writes_resumable_rows_the_report_re
     assert any("0 cells to measure" in line for line in lines)
     assert len(pd.read_csv(out)) == len(measured)
     # the report shows them beside the FLOPs ratio, and drops a row measured with another checkpoint
-    table = main_table(rows, speedups=measured)
-    assert "MoEISR-LIIF speed-up, measured (×)" in table and f"{measured['speedup'].iloc[0]:.2f}" in table
+    headline = report_families(rows)[0]
+    shown = current_speedups(measured, rows, headline)  # the headline's pairs (recipe v1's are measured, not shown)
+    assert set(zip(shown["reference"], shown["model"], strict=True)) == {
+        (f.equal, m) for f in headline for m in (f.moe, f.lmf) if m in efficient
+    }
+    table = main_table(rows, speedups=measured, families=headline)
+    assert "MoEISR-LIIF speed-up, measured (×)" in table and f"{shown['speedup'].iloc[0]:.2f}" in table
     stale = measured.assign(model_ckpt="000000000000")
-    assert current_speedups(stale, rows).empty and "speed-up, measured" not in main_table(rows, speedups=stale)
+    assert current_speedups(stale, rows, headline).empty
+    assert "speed-up, measured" not in main_table(rows, speedups=stale, families=headline)
+    # a pair the tables do not show (here: against another reference) is dropped, and so is not in the provenance
+    other = measured.assign(reference="liif")
+    assert current_speedups(other, rows, headline).empty
+    assert len(current_speedups(pd.concat([other, measured]), rows, headline)) == len(shown)
 
 
 @pytest.mark.data

@@ -143,7 +143,7 @@ def efficiency_rows(
     `speedups` (`speedups.csv`'s rows), the median measured speed-up over the cells and the median FLOPs ratio on the
     same images.
     """
-    speedups = current_speedups(speedups, frame)
+    speedups = current_speedups(speedups, frame, families)
     out = []
     for family in families:
         cells = family_cells(frame, family)
@@ -274,7 +274,7 @@ def efficiency_markdown(
         "steps\" counts each model's whole chain. The dense-frontier column interpolates the dense decoders' PSNR at "
         "the method's GFLOPs per image and never extrapolates outside their range."
     )
-    measured = current_speedups(speedups, frame)
+    measured = current_speedups(speedups, frame, families)
     provenance = [] if measured.empty else [speedup_provenance(measured)]
     shown = table.drop(columns=["_other", "_vs_other"]).to_markdown(index=False, disable_numparse=True)
     return "\n\n".join([lead, *provenance, shown, efficiency_sentences(table)])

@@ -493,11 +493,17 @@ def _decomposition_pairs(frame: pd.DataFrame, family: Family) -> pd.DataFrame:
     return deepest.merge(learned, on=IMAGE_KEYS).merge(equal, on=IMAGE_KEYS)
 
 
-def current_speedups(speedups: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of `speedups.csv` (`moeisr.pipeline.speedups`) measured with the checkpoints `frame`'s rows were
-    evaluated with (stale rows of an older checkpoint dropped), the last one per (model, dataset, scale)."""
+def current_speedups(
+    speedups: pd.DataFrame | None, frame: pd.DataFrame, families: Sequence[Family] = FAMILIES
+) -> pd.DataFrame:
+    """The rows of `speedups.csv` (`moeisr.pipeline.speedups`) that the tables of `families` show: MoEISR or LMF
+    against the family's equal-budget backbone (a pair measured before, e.g. recipe v1's, is dropped), measured
+    with the checkpoints `frame`'s rows were evaluated with (stale rows of an older checkpoint dropped), the last
+    one per (model, dataset, scale)."""
     if speedups is None or speedups.empty:
         return pd.DataFrame()
+    shown = {(f.equal, m) for f in families for m in (f.moe, f.lmf) if m}
+    speedups = speedups[[pair in shown for pair in zip(speedups["reference"], speedups["model"], strict=True)]]
     hashes = frame.groupby("model")["ckpt_hash"].agg(lambda h: set(h.astype(str)))
     columns = ("model", "reference", "model_ckpt", "reference_ckpt")
     same = [hashes.get(m) == {mc} and hashes.get(ref) == {rc}
@@ -556,7 +562,7 @@ def main_table(
     fine-tune and MoEISR, MoEISR's ΔPSNR vs the equal-budget backbone and the % of its FLOPs saved; with dense rows,
     MoEISR's ΔPSNR against the dense frontier with its 95% CI; with LMF rows, the LM- columns; with `speedups`
     (`speedups.csv`'s rows), the measured speed-ups beside the FLOPs ratios."""
-    speedups = current_speedups(speedups, frame)
+    speedups = current_speedups(speedups, frame, families)
     sections = [
         f"**{FLOPS_HEADER}** (element-wise arithmetic 1 FLOP per element, see docs/flops.md); GFLOPs and PSNR "
         "(dB, Y channel, shave = scale) are means per image over the images every model of the row has. "
