@@ -142,15 +142,16 @@ def psnr_vs_gflops(
     means["curve"] = means["knob"].astype(str) != "none"  # a compute-knob sweep in the grid (LMF's CMSR)
     swept = means[means["curve"]][["model", "dataset", "scale"]].drop_duplicates()
     anchors = means[~means["curve"]].merge(swept, on=["model", "dataset", "scale"])  # the default ends the line
-    curves = pd.concat(
-        [_matching_sweep(means, sweep), anchors.assign(curve=True), _dense_frontiers(means, families)],
-        ignore_index=True,
-    )
+    frontiers = _dense_frontiers(means, families)
+    curves = pd.concat([_matching_sweep(means, sweep), anchors.assign(curve=True), frontiers], ignore_index=True)
     title = "PSNR vs GFLOPs (means per image; GFLOPs, fvcore: 1 MAC = 1 FLOP)"
     if not curves.empty:
         # an empty part (no ablation sweep) makes pandas 3 concatenate "curve" as object: keep it boolean
         means = pd.concat([means, curves], ignore_index=True).astype({"curve": bool})
-        title += "; lines: compute-knob sweeps"
+        sweeps = len(curves) > len(frontiers)
+        title += "; lines: " + " and ".join(
+            ([] if frontiers.empty else ["dense frontiers"]) + (["compute-knob sweeps"] if sweeps else [])
+        )
     return dataset_scale_figure(
         means, _model_markers, path, title, panel_size=(2.4, 2.2), legend_width=1.6, set_sizes=set_sizes
     )
