@@ -595,6 +595,11 @@ class Experiment:
         return f"{name}/{backbone['name']}" if isinstance(backbone, dict) and "name" in backbone else name
 
     @property
+    def family(self) -> str:
+        """'liif', 'lte', ...: the backbone family the model decodes with (the last part of `kind`)."""
+        return self.kind.split("/")[-1]
+
+    @property
     def init_from(self) -> str | None:
         return self.spec.init_from
 

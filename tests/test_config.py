@@ -361,3 +361,4 @@ def test_the_kind_names_the_model_and_the_backbone_it_is_built_over():
     experiments = REPO / "experiments"
     kinds = {n: load_experiment(experiments / f"{n}.yaml", "cpu").kind for n in ("liif", "lte_d2", "moeisr_lte_v2")}
     assert kinds == {"liif": "liif", "lte_d2": "lte", "moeisr_lte_v2": "moeisr/lte"}
+    assert load_experiment(experiments / "moeisr_lte_v2.yaml", "cpu").family == "lte"

@@ -200,7 +200,7 @@ def estimate(
     the heldout stage per row, each a full-cost decode (PSNR only, no other metric), and an fvcore count per
     architecture."""
     mp = grid_megapixels(grid)
-    train = sum(experiments[r.name].optim.max_steps * STEP_SECONDS.get(_family(experiments[r.name]), 1.7) for r in rows)
+    train = sum(experiments[r.name].optim.max_steps * STEP_SECONDS.get(experiments[r.name].family, 1.7) for r in rows)
     architectures = len({json.dumps(_architecture(experiments[r.name]), sort_keys=True) for r in rows})
     eval_rows = len(rows) * mp * (1 / DECODE_MP_PER_S + METRICS_S_PER_MP) + architectures * mp / COUNT_MP_PER_S
     # at most one re-routed reference per factor row (`_matched_knobs`), at about a sweep knob's cost
@@ -231,17 +231,12 @@ def _training_left(rows: Sequence[Row], experiments: dict[str, Experiment], path
     left = sum(todo.values())
     if not left:
         return f"training left: none ({len(rows)} rows trained)"
-    seconds = sum(n * STEP_SECONDS.get(_family(experiments[name]), 1.7) for name, n in todo.items())
+    seconds = sum(n * STEP_SECONDS.get(experiments[name].family, 1.7) for name, n in todo.items())
     unfinished = sum(1 for n in todo.values() if n)
     return (
         f"training left: {unfinished} of {len(rows)} rows, {left} of {sum(steps.values())} steps, about "
         f"{_hours(seconds)} at the planning constants (2 threads, a quiet machine)"
     )
-
-
-def _family(experiment: Experiment) -> str:
-    """The backbone family a row fine-tunes ('liif', 'lte'): the last part of `Experiment.kind`."""
-    return experiment.kind.split("/")[-1]
 
 
 def _architecture(experiment: Experiment) -> dict:

@@ -129,8 +129,7 @@ def _step_pace(name, experiment, paths, profile, timings, kinds, job) -> tuple[f
             recorded.append(info["train_seconds"] / steps)
     if recorded:
         return float(pd.Series(recorded).median()), f"recorded for {len(recorded)} bundled {own} experiment(s)"
-    family = own.split("/")[-1]
-    return STEP_SECONDS.get(family, max(STEP_SECONDS.values())), "planning constant"
+    return STEP_SECONDS.get(experiment.family, max(STEP_SECONDS.values())), "planning constant"
 
 
 def _megapixels(job: Setup) -> dict[tuple[str, str], float]:
