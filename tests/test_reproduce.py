@@ -23,7 +23,7 @@ from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.bundle import bundle_status, prepare_checkpoint
 from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, default_paths, load_experiments
 from moeisr.provenance import machine_text
-from moeisr.report.report_md import comparison_rows, efficiency_rows
+from moeisr.report.report_md import comparison_rows, efficiency_rows, reading
 from moeisr.report.tables import FAMILIES, FLOPS_HEADER, MODEL_ORDER, reproduction_table
 
 # ~3 min on 2 shared cores: 17 short trainings, 18 evaluations, 5 figures, twice
@@ -225,6 +225,9 @@ def test_reading_is_a_table_computed_from_the_rows_and_says_when_moeisr_loses(wo
     frame.loc[moe, "psnr"] = equal + 0.01  # consistent but below the practical floor
     row = comparison_rows(frame).set_index("comparison").loc["MoEISR-LIIF vs equal-budget LIIF"]
     assert (row["verdict"], row["decided by"]) == ("matches", "floor 0.05")
+    shown = reading(frame)[0]  # signed ΔPSNR; no "FLOPs saved" for a pair at equal FLOPs by construction
+    extra = next(line for line in shown.splitlines() if "(extra training)" in line)
+    assert "| +0.010 " in shown.splitlines()[2] and extra.count("| –") >= 3
 
 
 def test_dense_frontier_from_trained_dense_models(workspace):

@@ -71,7 +71,7 @@ def comparison_rows(
         comparisons = [
             (f"{family.moe_label} vs {eq}", family.moe, family.equal, cells["d_psnr_equal"], cells["saved_pct"]),
             (f"{eq} vs {bb} (extra training)", family.equal, family.backbone,
-             cells["equal_psnr"] - cells["backbone_psnr"], 0 * cells["saved_pct"]),
+             cells["equal_psnr"] - cells["backbone_psnr"], None),
             (f"{family.moe_label} vs {bb}", family.moe, family.backbone, cells["d_psnr_backbone"],
              100.0 * (1.0 - cells["moe_gflops"] / cells["backbone_gflops"])),
         ]  # fmt: skip
@@ -93,7 +93,7 @@ def comparison_rows(
             per_cell = pairs.groupby(["dataset", "scale"])["d_psnr_frontier"].mean()
             stats = paired_bootstrap(pairs["d_psnr_frontier"])
             label = f"{family.moe_label} vs the dense {family.label} frontier (interpolated at its GFLOPs)"
-            out.append(_comparison_row(label, cells, stats, per_cell, 0 * cells["saved_pct"], share))
+            out.append(_comparison_row(label, cells, stats, per_cell, None, share))
     table = pd.DataFrame(out)
     if spreads:
         table.insert(table.columns.get_loc("verdict"), SEED_SPREAD,
@@ -102,7 +102,7 @@ def comparison_rows(
 
 
 def _comparison_row(label, cells, stats, d_cells, saved, share) -> dict:
-    """A row of `comparison_rows`."""
+    """A row of `comparison_rows`; `saved` None for a pair at equal FLOPs by construction (NaN, shown as "–")."""
     verdict, decided = stats.verdict()
     return {
         "comparison": label,
@@ -112,8 +112,8 @@ def _comparison_row(label, cells, stats, d_cells, saved, share) -> dict:
         "per cell": f"{d_cells.min():+.3f} to {d_cells.max():+.3f}",
         "95% CI": f"[{stats.lo:+.3f}, {stats.hi:+.3f}]",
         "pairs better / worse": f"{stats.better} / {stats.worse}",
-        "FLOPs saved (%)": round(float(saved.mean()), 1),
-        "saved per cell (%)": f"{saved.min():.1f} to {saved.max():.1f}",
+        "FLOPs saved (%)": math.nan if saved is None else round(float(saved.mean()), 1),
+        "saved per cell (%)": "–" if saved is None else f"{saved.min():.1f} to {saved.max():.1f}",
         "deepest expert": share,
         "verdict": verdict,
         "decided by": decided,
@@ -313,7 +313,11 @@ def reading(
             " Nor is a ΔPSNR smaller than its seed spread: the range of that ΔPSNR over training seeds, each seed's "
             "MoEISR against the same seed's equal-budget backbone (Seeds table; pairs up to ×4)."
         )
-    return [table.to_markdown(index=False, disable_numparse=True), " ".join(sentences), lead]
+    shown = table.assign(**{
+        "ΔPSNR (dB)": table["ΔPSNR (dB)"].map("{:+.3f}".format),
+        "FLOPs saved (%)": table["FLOPs saved (%)"].map(lambda x: "–" if pd.isna(x) else f"{x:.1f}"),
+    })  # fmt: skip
+    return [shown.to_markdown(index=False, disable_numparse=True), " ".join(sentences), lead]
 
 
 @dataclass
