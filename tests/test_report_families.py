@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moeisr.report.report_md import comparison_rows
+from moeisr.report.report_md import comparison_rows, reading
 from moeisr.report.tables import (
     FAMILIES_V1,
     FAMILIES_V2,
@@ -59,6 +59,8 @@ def test_v2_leads_per_backbone_and_v1_follows_labelled(frames):
     assert v2_row["FLOPs saved (%)"] == v1_row["FLOPs saved (%)"]
     assert "equal-budget LIIF vs converged LIIF (extra training)" in table.index
     assert "equal-budget LIIF (recipe v1) vs LIIF (recipe v1) (extra training)" in table.index
+    sentences = reading(both, families=(*headline, *earlier))[1]  # the earlier recipe: in the table only
+    assert sentences.startswith("MoEISR-LIIF ") and "MoEISR-LTE " in sentences and "recipe v1" not in sentences
 
     target = {r["model"]: r for r in target_rows(both, (*headline, *earlier))}
     assert set(target) == {"MoEISR-LIIF", "MoEISR-LIIF (recipe v1)", "MoEISR-LTE"}

@@ -286,15 +286,15 @@ def reading(
     deepest: Mapping[str, int] | None = None,
     families: Sequence[Family] = FAMILIES,
 ) -> list[str]:
-    """The "Reading" section: the comparison table (`comparison_rows`), then one short sentence per family whose
-    numbers all come from that table."""
+    """The "Reading" section: the comparison table (`comparison_rows`), then one short sentence per headline family
+    (an earlier recipe's rows stay in the table only) whose numbers all come from that table."""
     table = comparison_rows(frame, deepest, families)
     if table.empty:
         return ["_No family has all three models evaluated yet._"]
     sentences = []
     for family in families:
         rows = table[table["comparison"].str.startswith(f"{family.moe_label} vs equal")]
-        if rows.empty:
+        if rows.empty or family.recipe:
             continue
         r = rows.iloc[0]
         relation = {"worse": "is worse than", "better": "is better than", WITHIN_SEEDS: "is within the seed spread of"}
