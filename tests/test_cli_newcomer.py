@@ -124,10 +124,12 @@ def test_the_quick_start_opens_the_readme_in_three_lines_and_its_sr_command_runs
     code, out, err = cli(capsys, *argv)
     assert code == 0, err
     assert image_size(tmp_path / "bird_x4.png") == (288, 288)
-    assert out.startswith("wrote bird_x4.png: 288x288 (WxH, x4 from 72x72)") and "moeisr_liif.pt" in out
+    assert out.startswith("wrote bird_x4.png: 288x288 (WxH, x4 from 72x72)") and "moeisr_liif_v2.pt" in out
 
 
-@pytest.mark.parametrize("name", ["liif", "moeisr_liif", "moeisr-liif", "MoEISR-LIIF", "moeisr_liif.pt", "lte"])
+@pytest.mark.parametrize(
+    "name", ["liif", "moeisr_liif", "moeisr-liif", "MoEISR-LIIF", "moeisr_liif.pt", "lte", "moeisr-liif-v2"]
+)
 def test_short_names_resolve_to_the_bundled_checkpoints_from_any_folder(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)  # not the checkout: the package's location decides
     stem = name.lower().replace("-", "_").removesuffix(".pt")
@@ -174,8 +176,8 @@ def test_short_names_follow_the_package_location_as_an_installed_package_would(t
 def test_without_ckpt_the_default_checkpoint_is_named_on_stderr(tmp_path, capsys):
     code, out, err = cli(capsys, "sr", crop(tmp_path), "--scale", 2, "-o", tmp_path / "x.png")
     assert code == 0
-    assert f"moeisr sr: no CKPT given; using the default checkpoint {BUNDLED / 'moeisr_liif.pt'}" in err
-    assert "with moeisr_liif.pt" in out
+    assert f"moeisr sr: no CKPT given; using the default checkpoint {BUNDLED / 'moeisr_liif_v2.pt'}" in err
+    assert "with moeisr_liif_v2.pt" in out
 
 
 @pytest.mark.parametrize("ckpt", ["weights/liif-edsr.pth", "lte_edsr.pth", "moeisr_lif"])

@@ -72,7 +72,7 @@ def test_the_bundled_default_checkpoint_beats_bicubic_on_a_shared_image(tmp_path
 
     monkeypatch.chdir(tmp_path)  # found through the checkout, not the working directory
     found = default_checkpoint()
-    assert found is not None and found.name in ("moeisr_liif.pt", "liif.pt")
+    assert found is not None and found.name in ("moeisr_liif_v2.pt", "moeisr_liif.pt", "liif.pt")
     lr, hr = set14("comic", "X4"), read_image(set14("comic"))
     assert run(lr, "--scale", 4, "-o", tmp_path / "x4.png") == 0
     assert run("bicubic", lr, "--scale", 4, "-o", tmp_path / "bicubic.png") == 0

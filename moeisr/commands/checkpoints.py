@@ -16,15 +16,16 @@ from moeisr.errors import UserError
 
 CHECKPOINT_DIR = Path("results") / "checkpoints"
 SUFFIXES = (".pt", ".pth")
-# The checkpoint `moeisr sr` uses without CKPT: the first of these short names that exists, best first.
-DEFAULT_NAMES = ("moeisr_liif", "liif", "default")
+# The checkpoint `moeisr sr` uses without CKPT: the first of these short names that exists, best first (recipe v2,
+# the report's headline MoEISR, before recipe v1's).
+DEFAULT_NAMES = ("moeisr_liif_v2", "moeisr_liif", "liif", "default")
 OFFICIAL = (
     "official LIIF/LTE pretrained .pth files are linked from the READMEs of https://github.com/yinboc/liif and "
     "https://github.com/jaewon-lee-b/lte (moeisr reads their format as is)"
 )
 SHORT_NAME_HELP = (
-    "a short name (liif, lte, moeisr_liif or moeisr-liif, moeisr_lte, ...) for results/checkpoints/<name>.pt of "
-    "the checkout holding the moeisr package, whatever the working directory"
+    "a short name (liif, lte, moeisr_liif_v2 or moeisr-liif-v2, moeisr_lte_v2, ...) for "
+    "results/checkpoints/<name>.pt of the checkout holding the moeisr package, whatever the working directory"
 )
 
 
