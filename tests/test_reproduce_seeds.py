@@ -17,7 +17,14 @@ from moeisr.commands.reproduce import run_reproduce as reproduce
 from moeisr.models.checkpoint import read_checkpoint
 from moeisr.pipeline.reproduce import EVALUATED_MODELS, ROLES, SEED_MODEL_NAMES, SEED_ROLES
 from moeisr.report.report_md import SEED_SPREAD, WITHIN_SEEDS, comparison_rows, reading
-from moeisr.report.tables import FAMILIES_V2, MODEL_ORDER, seed_spread, without_seed_replicas
+from moeisr.report.tables import (
+    FAMILIES_V2,
+    MODEL_ORDER,
+    seed_spread,
+    target_markdown,
+    target_rows,
+    without_seed_replicas,
+)
 
 # ~75 s on 2 shared cores: 16 short trainings, the grid at two scales, the report
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -149,3 +156,19 @@ def test_seed_spread_decides_a_difference_smaller_than_it(workspace):
     kept = rows["decided by"] != "seeds"
     assert plain[kept].equals(rows[kept].drop(columns=SEED_SPREAD))
     assert "seed spread" not in " ".join(reading(without_seed_replicas(frame)))
+
+
+def test_the_target_is_applied_to_each_seed_replica(workspace):
+    frame = _main_csv(workspace)
+    liif = FAMILIES_V2[0]
+    for model in (liif.equal, f"{liif.equal}-seed1", f"{liif.equal}-seed2"):
+        frame = _with(frame, model, 30.0)
+    # seeds 0 and 2 within the -0.05 dB bound, seed 1 0.1 dB below the equal budget (one image: the CI is the value)
+    frame = _with(_with(_with(frame, liif.moe, 29.99), f"{liif.moe}-seed1", 29.9), f"{liif.moe}-seed2", 30.0)
+    (row,) = [r for r in target_rows(frame, FAMILIES_V2) if r["model"] == liif.moe_label]
+    assert (row["cells"], row["cells_met"]) == (1, 1)  # the ×4 cell (×6 is above the target's scales)
+    assert {k: v[:2] for k, v in row["by_seed"].items()} == {1: (1, 0), 2: (1, 1)} and not row["by_seed"][1][2]
+    text = target_markdown(target_rows(frame, FAMILIES_V2))
+    assert "| seeds 1 / 2: cells meeting the bound " in text and "| 0 of 1 / 1 of 1 " in text
+    assert "each seed's MoEISR against the same seed's equal budget" in text
+    assert "seed" not in target_markdown(target_rows(without_seed_replicas(frame), FAMILIES_V2))

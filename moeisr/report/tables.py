@@ -7,7 +7,7 @@ partially filled cache never compares means over different images.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -389,38 +389,65 @@ TARGET_SAVED_PCT = 30.0  # ... with at least this % of the equal budget's FLOPs 
 TARGET_MAX_SCALE = 4.0
 
 
+def _target_cells(frame: pd.DataFrame, moe: str, equal: str) -> tuple[dict[str, float], float]:
+    """({cell label: 95% CI lower bound of `moe` − `equal`} on the ×2–×4 cells, mean FLOPs saved over them (%));
+    ({}, nan) without pairs."""
+    pairs = _per_image(frame, moe, "moe").merge(_per_image(frame, equal, "equal"), on=IMAGE_KEYS)
+    pairs = pairs[pairs["scale"] <= TARGET_MAX_SCALE]
+    lows, saved = {}, []
+    for (dataset, scale), cell in sort_cells(pairs).groupby(["dataset", "scale"], sort=False):
+        lows[f"{dataset} {_scale_label(scale)}"] = paired_bootstrap(cell["moe_psnr"] - cell["equal_psnr"]).lo
+        saved.append(100.0 * (1.0 - cell["moe_gflops"].mean() / cell["equal_gflops"].mean()))
+    return lows, float(np.mean(saved)) if saved else math.nan
+
+
+def _target_met(lows: Mapping[str, float], saved_pct: float) -> tuple[int, bool]:
+    """(cells whose lower bound meets TARGET_LOWER_DB, whether the target is met)."""
+    met_cells = sum(lo >= TARGET_LOWER_DB for lo in lows.values())
+    return met_cells, met_cells == len(lows) and saved_pct >= TARGET_SAVED_PCT
+
+
 def target_rows(frame: pd.DataFrame, families: Sequence[Family] = FAMILIES) -> list[dict]:
     """Issue 20's target per MoEISR model: on each ×2–×4 cell, the 95% paired bootstrap interval (over the cell's
     images) of its PSNR minus the equal-budget backbone's; the target is met when every lower bound is at least
     TARGET_LOWER_DB and the mean FLOPs saved over those cells is at least TARGET_SAVED_PCT. One dict per model with
-    rows at those scales: model, cells, cells_met, worst (cell label), worst_lo (dB), saved_pct, met."""
+    rows at those scales: model, cells, cells_met, worst (cell label), worst_lo (dB), saved_pct, met, and by_seed:
+    {seed k: (cells, cells_met, met)} for the same test on the seed replicas (seed k's MoEISR against seed k's
+    equal budget; {} without replicas)."""
     out = []
     for family in families:
-        moe, equal = _per_image(frame, family.moe, "moe"), _per_image(frame, family.equal, "equal")
-        pairs = moe.merge(equal, on=IMAGE_KEYS)
-        pairs = pairs[pairs["scale"] <= TARGET_MAX_SCALE]
-        if pairs.empty:
+        lows, saved_pct = _target_cells(frame, family.moe, family.equal)
+        if not lows:
             continue
-        lows, saved = {}, []
-        for (dataset, scale), cell in sort_cells(pairs).groupby(["dataset", "scale"], sort=False):
-            lows[f"{dataset} {_scale_label(scale)}"] = paired_bootstrap(cell["moe_psnr"] - cell["equal_psnr"]).lo
-            saved.append(100.0 * (1.0 - cell["moe_gflops"].mean() / cell["equal_gflops"].mean()))
         worst = min(lows, key=lows.get)
-        met_cells = sum(lo >= TARGET_LOWER_DB for lo in lows.values())
-        mean_saved = float(np.mean(saved))
+        met_cells, met = _target_met(lows, saved_pct)
+        moes, equals = seed_versions(frame, family.moe), seed_versions(frame, family.equal)
+        by_seed = {}
+        for k in (k for k in moes if k is not None and k in equals):
+            seed_lows, seed_saved = _target_cells(frame, moes[k], equals[k])
+            if seed_lows:
+                by_seed[k] = (len(seed_lows), *_target_met(seed_lows, seed_saved))
         out.append({"model": family.moe_label, "cells": len(lows), "cells_met": met_cells, "worst": worst,
-                    "worst_lo": lows[worst], "saved_pct": mean_saved,
-                    "met": met_cells == len(lows) and mean_saved >= TARGET_SAVED_PCT})  # fmt: skip
+                    "worst_lo": lows[worst], "saved_pct": saved_pct, "met": met, "by_seed": by_seed})  # fmt: skip
     return out
 
 
 def target_markdown(rows: list[dict]) -> str:
-    """The target's table and one short sentence per model (`target_rows`); the lead states the criterion."""
+    """The target's table and one short sentence per model (`target_rows`); the lead states the criterion. With
+    seed replicas, two columns apply the same test to each other seed."""
+    seeds = sorted({k for r in rows for k in r["by_seed"]})
+    label = " / ".join(str(k) for k in seeds)
+
+    def per_seed(r: dict, what: Callable[[tuple], str]) -> str:
+        return " / ".join(what(r["by_seed"][k]) if k in r["by_seed"] else "–" for k in seeds)
+
     table = _markdown([
         {"model": r["model"], "cells (×2–×4)": str(r["cells"]),
          f"cells with CI lower bound ≥ {TARGET_LOWER_DB:+.2f} dB": str(r["cells_met"]),
          "worst cell": r["worst"], "its CI lower bound (dB)": _fmt(r["worst_lo"], 3, signed=True),
-         "FLOPs saved, mean over cells (%)": _fmt(r["saved_pct"], 1), "target met": "yes" if r["met"] else "no"}
+         "FLOPs saved, mean over cells (%)": _fmt(r["saved_pct"], 1), "target met": "yes" if r["met"] else "no",
+         **({f"seeds {label}: cells meeting the bound": per_seed(r, lambda c: f"{c[1]} of {c[0]}"),
+             f"seeds {label}: target met": per_seed(r, lambda c: "yes" if c[2] else "no")} if seeds else {})}
         for r in rows
     ])  # fmt: skip
     sentences = [
@@ -433,6 +460,8 @@ def target_markdown(rows: list[dict]) -> str:
         f"PSNR minus the equal-budget backbone's has its lower bound at or above {TARGET_LOWER_DB:+.2f} dB, with at "
         f"least {TARGET_SAVED_PCT:g}% of the FLOPs saved on average over those cells."
     )
+    if seeds:
+        lead += " The seed columns apply the same test to each seed's MoEISR against the same seed's equal budget."
     return "\n\n".join([lead, table, " ".join(sentences)])
 
 
