@@ -436,7 +436,7 @@ def target_markdown(rows: list[dict]) -> str:
     """The target's table and one short sentence per model (`target_rows`); the lead states the criterion. With
     seed replicas, two columns apply the same test to each other seed."""
     seeds = sorted({k for r in rows for k in r["by_seed"]})
-    label = " / ".join(str(k) for k in seeds)
+    label = ("seeds " if len(seeds) > 1 else "seed ") + " / ".join(str(k) for k in seeds)
 
     def per_seed(r: dict, what: Callable[[tuple], str]) -> str:
         return " / ".join(what(r["by_seed"][k]) if k in r["by_seed"] else "–" for k in seeds)
@@ -446,8 +446,8 @@ def target_markdown(rows: list[dict]) -> str:
          f"cells with CI lower bound ≥ {TARGET_LOWER_DB:+.2f} dB": str(r["cells_met"]),
          "worst cell": r["worst"], "its CI lower bound (dB)": _fmt(r["worst_lo"], 3, signed=True),
          "FLOPs saved, mean over cells (%)": _fmt(r["saved_pct"], 1), "target met": "yes" if r["met"] else "no",
-         **({f"seeds {label}: cells meeting the bound": per_seed(r, lambda c: f"{c[1]} of {c[0]}"),
-             f"seeds {label}: target met": per_seed(r, lambda c: "yes" if c[2] else "no")} if seeds else {})}
+         **({f"{label}: cells meeting the bound": per_seed(r, lambda c: f"{c[1]} of {c[0]}"),
+             f"{label}: target met": per_seed(r, lambda c: "yes" if c[2] else "no")} if seeds else {})}
         for r in rows
     ])  # fmt: skip
     sentences = [
