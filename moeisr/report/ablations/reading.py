@@ -364,7 +364,8 @@ def reading_markdown(
     for base in dict.fromkeys(verdicts["base"]) if len(verdicts) else []:
         part = verdicts[verdicts["base"] == base]
         lines += [f"{heading} Factors: {family_label(base)}", "", factor_verdicts_table(part), ""]
-        lines += [" ".join(factor_sentences(part)), ""]
+        rule, *findings = factor_sentences(part)  # the rule, then what it found: a paragraph each
+        lines += [rule, ""] + ([" ".join(findings), ""] if findings else [])
     level = default_oracle(levels)
     comparisons = sweep_comparisons(points, routers, level, intervals)
     if len(comparisons):
