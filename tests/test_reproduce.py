@@ -41,7 +41,7 @@ def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("reproduce")
     with smoke_workspace(base) as (root, folders):
         lines: list[str] = []
-        result = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, **folders)
+        result = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, seeds=False, **folders)
         yield {"result": result, "log": lines, "folders": folders, "root": root}
 
 
@@ -150,7 +150,7 @@ def test_second_run_reuses_checkpoints_and_cache(workspace):
     bundles = {r.experiment: folders["results"] / "checkpoints" / f"{r.experiment}.pt" for r in ROLES}
     before = {name: path.stat().st_mtime_ns for name, path in bundles.items()}
     lines: list[str] = []
-    again = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, **folders)
+    again = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, seeds=False, **folders)
     assert {c.status for c in again.checkpoints.values()} == {"reused"}
     assert not any("training" in line or "resuming" in line for line in lines)
     assert {name: path.stat().st_mtime_ns for name, path in bundles.items()} == before
@@ -164,7 +164,7 @@ def test_second_run_reuses_checkpoints_and_cache(workspace):
 def test_full_mode_recomputes_every_row_and_compares_them_with_the_previous_main_csv(workspace):
     folders = workspace["folders"]
     lines: list[str] = []
-    full = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, full=True, **folders)
+    full = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, full=True, seeds=False, **folders)
     assert full.mode == "full" and full.recheck is None  # no sample: every row is recomputed
     assert full.rows_computed == len(full.rows) == ROWS  # one image at one scale per model (+ all-deepest)
     assert len(list(folders["cache"].glob("full-*.jsonl"))) == 1  # a fresh cache file beside the shared one
@@ -272,7 +272,7 @@ def _plan(folders, **kwargs):
     from moeisr.pipeline.plan import make_plan
     from moeisr.pipeline.reproduce import setup
 
-    return make_plan(setup("smoke", overrides=OVERRIDES, **folders, **kwargs))
+    return make_plan(setup("smoke", overrides=OVERRIDES, **{"seeds": False, **folders, **kwargs}))
 
 
 def test_plan_after_the_run_has_nothing_left(workspace):
@@ -315,7 +315,7 @@ def test_plan_cli_prints_the_table_and_the_total(workspace, capsys):
     from moeisr.cli import main
 
     folders = workspace["folders"]
-    argv = ["reproduce", "--plan", "--profile", "smoke", "--set", *OVERRIDES]
+    argv = ["reproduce", "--plan", "--no-seeds", "--profile", "smoke", "--set", *OVERRIDES]
     argv += [f"--{k}={v}" for k, v in folders.items()]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,6 @@
-"""`moeisr reproduce --seeds` end to end on the smoke profile: the seed replicas of MoEISR and the equal-budget
-controls train from the same parent bundles as the main models, are evaluated up to ×4 only, and the report has a
-Seeds table and weighs MoEISR's ΔPSNR against its seed spread.
+"""`moeisr reproduce` end to end on the smoke profile, seeds on (the default): the seed replicas of MoEISR and the
+equal-budget controls train from the same parent bundles as the main models, are evaluated up to ×4 only, and the
+report has a Seeds table and weighs MoEISR's ΔPSNR against its seed spread.
 
 Workspace as in tests/test_reproduce.py (two real 96×96 Set5 crops, 4 training steps), but with the grid at ×4 and
 ×6, so that the replicas' ×4-only subgrid is visible.
@@ -37,7 +37,7 @@ def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("seeds")
     with smoke_workspace(base) as (root, folders):
         lines: list[str] = []
-        result = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, seeds=True, **folders)
+        result = reproduce("smoke", overrides=OVERRIDES, progress=False, log=lines.append, **folders)
         yield {"result": result, "log": lines, "folders": folders, "root": root}
 
 

@@ -120,7 +120,7 @@ def test_models_selects_seed_replicas_with_their_parents_only_with_seeds():
     experiments = load_experiments(paths, "smoke", (), roles)
     selected, bicubic = _selected_roles(["moeisr-lte-v2-seed2"], experiments, roles)
     assert [r.name for r in selected] == ["lte", "lte_converged", "moeisr_lte_v2_seed2"] and not bicubic
-    with pytest.raises(UserError, match="seed replicas need --seeds"):
+    with pytest.raises(UserError, match="seed replicas are left out with --no-seeds"):
         _selected_roles(["moeisr-lte-v2-seed2"], load_experiments(paths, "smoke"))
 
 

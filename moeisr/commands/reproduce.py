@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from moeisr.commands.arguments import add_pipeline_arguments, csv_list, pipeline_options, scale_list
 
 
@@ -38,9 +40,8 @@ def add_parser(subparsers) -> None:
         default=None,
         metavar="M,M,...",
         help="train and evaluate only these models (names of the model column, e.g. liif, moeisr-lte, lte-d1, "
-        "lm-lte; an unknown name lists them all; with --seeds also moeisr-liif-seed1, ...) and the ones they start "
-        "from, e.g. "
-        "one job per model sharing --cache; with --stages train,eval, then run --stages report once all are done",
+        "lm-lte, moeisr-liif-v2-seed1; an unknown name lists them all) and the ones they start from, e.g. one job per "
+        "model sharing --cache; with --stages train,eval, then run --stages report once all are done",
     )
     parser.add_argument(
         "--full",
@@ -50,10 +51,11 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--seeds",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also fine-tune MoEISR and the equal-budget controls with training seeds 1 and 2 from the same parents "
-        "and evaluate them at x2-x4 (models moeisr-liif-seed1, ...; the report's Seeds table and seed spread); off "
-        "until their cpu checkpoints are committed",
+        "and evaluate them at x2-x4 (models moeisr-liif-v2-seed1, ...; the report's Seeds table and seed spread); "
+        "on by default (their cpu checkpoints are committed), --no-seeds leaves them out",
     )
     parser.add_argument(
         "--plan",

@@ -17,11 +17,11 @@ Stages, each optional, always in this order:
 - **report**: main.csv, tables/, figures/, REPORT.md and timings.json; the rows computed in this run's eval stage
   are also compared with the `main.csv` found before it.
 
-`seeds` (CLI `--seeds`) adds the seed replicas `SEED_ROLES` (issue 21, item 3): the MoEISR models and their
-equal-budget controls fine-tuned again from the same parent bundles with `train.seed` 1 and 2 (experiment
-`<experiment>_seed<k>`, model column `<model>-seed<k>`), evaluated at the grid's scales up to ×4 at the default
-setting; the report then has a Seeds table and the reading weighs MoEISR's ΔPSNR against its seed spread. Off by
-default until their cpu bundles are committed; then they join the default roles.
+`seeds` (on by default; CLI `--no-seeds` leaves them out) adds the seed replicas `SEED_ROLES` (issue 21, item 3):
+the MoEISR models and their equal-budget controls fine-tuned again from the same parent bundles with `train.seed`
+1 and 2 (experiment `<experiment>_seed<k>`, model column `<model>-seed<k>`), evaluated at the grid's scales up to
+×4 at the default setting; the report then has a Seeds table and the reading weighs MoEISR's ΔPSNR against its
+seed spread. Their cpu bundles are committed, so the default cpu run trains nothing for them.
 
 `models` (CLI `--models`) restricts the train and eval stages to some rows of the `model` column and the experiments
 they start from, so that separate jobs (e.g. one per model on a cluster) can share one cache; the report stage then
@@ -115,7 +115,7 @@ ROLES = (  # parents before the experiments initialised from them
     Role("lm_lte", "lm-lte"),
 )
 # Seed replicas (issue 21, item 3): the models whose comparison is the report's verdict, twice more each. Not in
-# the default roles until their cpu bundles are committed (`reproduce(..., seeds=True)`, CLI --seeds).
+# the default run (`reproduce(..., seeds=False)`, CLI --no-seeds, leaves them out).
 SEEDS = (1, 2)
 SEEDED = ("moeisr_liif_v2", "moeisr_lte_v2", "liif_equal_v2", "lte_equal_v2")  # the headline comparison's
 SEED_ROLES = tuple(seed_role(r, k) for r in ROLES if r.experiment in SEEDED for k in SEEDS)
@@ -341,7 +341,7 @@ def setup(
     overrides: Sequence[str] = (),
     large_scales: Sequence[float] | None = None,
     models: Sequence[str] | None = None,
-    seeds: bool = False,
+    seeds: bool = True,
 ) -> Setup:
     """The folders, experiments, roles and grids of a run (the arguments as in `reproduce`); nothing is trained,
     evaluated or written. UserError for an unknown model or a broken experiment file."""
@@ -370,7 +370,7 @@ def reproduce(
     command: str | None = None,
     models: Sequence[str] | None = None,
     full: bool = False,
-    seeds: bool = False,
+    seeds: bool = True,
 ) -> ReproduceResult:
     """Run the stages (module docstring) for `profile` and return what was done.
 
@@ -382,8 +382,8 @@ def reproduce(
     user-fixable problems (an unknown stage or model, a run folder of another configuration, a missing checkpoint
     when the train stage is skipped). full: recompute every row (into `<cache>/full-<commit>.jsonl`) instead of
     reusing the cache and rechecking a sample; a recheck outside the tolerance raises UserError after the report.
-    seeds: also train and evaluate the seed replicas `SEED_ROLES` (module docstring); off by default until their
-    cpu bundles are committed, when they become part of the default roles.
+    seeds: also train and evaluate the seed replicas `SEED_ROLES` (module docstring); on by default, their cpu
+    bundles being committed.
     """
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -567,7 +567,7 @@ def _selected_roles(
     unknown = [m for m in models if m not in names]
     if unknown or not models:
         found = f"unknown model {unknown[0]!r}" if unknown else "no model selected"
-        hint = " (seed replicas need --seeds)" if unknown and unknown[0] in SEED_MODEL_NAMES else ""
+        hint = " (seed replicas are left out with --no-seeds)" if unknown and unknown[0] in SEED_MODEL_NAMES else ""
         raise UserError(f"{found}{hint}; choose from {', '.join(names)}")
     needed = with_ancestors(experiments, {r.name for r in roles if r.model in models})
     return [r for r in roles if r.name in needed], "bicubic" in models
