@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -401,6 +402,14 @@ def _target_cells(frame: pd.DataFrame, moe: str, equal: str) -> tuple[dict[str, 
     return lows, float(np.mean(saved)) if saved else math.nan
 
 
+class SeedTarget(NamedTuple):
+    """Issue 20's target on one seed replica: its ×2–×4 cells, those meeting the bound, whether it is met."""
+
+    cells: int
+    cells_met: int
+    met: bool
+
+
 def _target_met(lows: Mapping[str, float], saved_pct: float) -> tuple[int, bool]:
     """(cells whose lower bound meets TARGET_LOWER_DB, whether the target is met)."""
     met_cells = sum(lo >= TARGET_LOWER_DB for lo in lows.values())
@@ -412,7 +421,7 @@ def target_rows(frame: pd.DataFrame, families: Sequence[Family] = FAMILIES) -> l
     images) of its PSNR minus the equal-budget backbone's; the target is met when every lower bound is at least
     TARGET_LOWER_DB and the mean FLOPs saved over those cells is at least TARGET_SAVED_PCT. One dict per model with
     rows at those scales: model, cells, cells_met, worst (cell label), worst_lo (dB), saved_pct, met, and by_seed:
-    {seed k: (cells, cells_met, met)} for the same test on the seed replicas (seed k's MoEISR against seed k's
+    {seed k: SeedTarget} for the same test on the seed replicas (seed k's MoEISR against seed k's
     equal budget; {} without replicas)."""
     out = []
     for family in families:
@@ -426,7 +435,7 @@ def target_rows(frame: pd.DataFrame, families: Sequence[Family] = FAMILIES) -> l
         for k in (k for k in moes if k is not None and k in equals):
             seed_lows, seed_saved = _target_cells(frame, moes[k], equals[k])
             if seed_lows:
-                by_seed[k] = (len(seed_lows), *_target_met(seed_lows, seed_saved))
+                by_seed[k] = SeedTarget(len(seed_lows), *_target_met(seed_lows, seed_saved))
         out.append({"model": family.moe_label, "cells": len(lows), "cells_met": met_cells, "worst": worst,
                     "worst_lo": lows[worst], "saved_pct": saved_pct, "met": met, "by_seed": by_seed})  # fmt: skip
     return out
@@ -438,7 +447,7 @@ def target_markdown(rows: list[dict]) -> str:
     seeds = sorted({k for r in rows for k in r["by_seed"]})
     label = ("seeds " if len(seeds) > 1 else "seed ") + " / ".join(str(k) for k in seeds)
 
-    def per_seed(r: dict, what: Callable[[tuple], str]) -> str:
+    def per_seed(r: dict, what: Callable[[SeedTarget], str]) -> str:
         return " / ".join(what(r["by_seed"][k]) if k in r["by_seed"] else "–" for k in seeds)
 
     table = _markdown([
@@ -446,8 +455,8 @@ def target_markdown(rows: list[dict]) -> str:
          f"cells with CI lower bound ≥ {TARGET_LOWER_DB:+.2f} dB": str(r["cells_met"]),
          "worst cell": r["worst"], "its CI lower bound (dB)": _fmt(r["worst_lo"], 3, signed=True),
          "FLOPs saved, mean over cells (%)": _fmt(r["saved_pct"], 1), "target met": "yes" if r["met"] else "no",
-         **({f"{label}: cells meeting the bound": per_seed(r, lambda c: f"{c[1]} of {c[0]}"),
-             f"{label}: target met": per_seed(r, lambda c: "yes" if c[2] else "no")} if seeds else {})}
+         **({f"{label}: cells meeting the bound": per_seed(r, lambda c: f"{c.cells_met} of {c.cells}"),
+             f"{label}: target met": per_seed(r, lambda c: "yes" if c.met else "no")} if seeds else {})}
         for r in rows
     ])  # fmt: skip
     sentences = [
