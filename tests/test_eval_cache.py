@@ -100,6 +100,40 @@ def test_a_truncated_last_line_is_ignored_then_cut_before_the_next_append(tmp_pa
     assert cache.keys() == {make_key("abc123def456", "Set5", f"img_{i:04d}", f"h{i:011d}", 4) for i in (0, 1, 3)}
 
 
+def test_sealing_keeps_every_row_and_later_appends_read_on_top(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    cache = ResultsCache(path)
+    cache.append([row(i) for i in range(4)])
+    cache.append([row(1, psnr=99.0)])
+    before = cache.load()
+    assert cache.seal() == 4 and not path.exists() and (tmp_path / "cache.jsonl.gz").is_file()
+    assert cache.load().equals(before) and ResultsCache(path).load().equals(before)  # this reader and a new one
+    assert ResultsCache(path).has(row(1), ("psnr", "ssim")) and ResultsCache(path).missing([row(4)]) == [
+        make_key("abc123def456", "Set5", "img_0004", "h00000000004", 4)
+    ]
+    sealed = (tmp_path / "cache.jsonl.gz").read_bytes()
+    cache.append([row(4), row(2, psnr=42.0)])  # a plain file again, on top of the seal
+    assert len(path.read_bytes().splitlines()) == 2 and cache.compact() == 2  # compact leaves the seal alone
+    by_image = ResultsCache(path).load().set_index("image")
+    assert len(by_image) == 5 and by_image.loc["img_0002"].psnr == 42.0 and by_image.loc["img_0001"].psnr == 99.0
+    assert (tmp_path / "cache.jsonl.gz").read_bytes() == sealed
+    again = tmp_path / "again" / "cache.jsonl"  # the same rows seal to the same bytes
+    ResultsCache(again).append(cache.rows())
+    assert ResultsCache(again).seal() == 5 and cache.seal() == 5
+    assert (tmp_path / "cache.jsonl.gz").read_bytes() == again.with_name("cache.jsonl.gz").read_bytes()
+
+
+def test_cache_cli_seals_and_reads_a_sealed_cache(tmp_path, capsys):
+    from moeisr.cli import main
+
+    path = tmp_path / "cache.jsonl"
+    ResultsCache(path).append([row(0), row(1)])
+    assert main(["cache", "seal", str(path)]) == 0 and "2 rows sealed" in capsys.readouterr().out
+    assert main(["cache", "info", str(path)]) == 0 and f"{path}: 2 rows" in capsys.readouterr().out
+    assert main(["cache", "migrate", str(path)]) == 2  # migration rewrites a plain file only
+    assert "no such cache file" in capsys.readouterr().err
+
+
 def test_export_to_csv(tmp_path):
     cache = ResultsCache(tmp_path / "cache.jsonl")
     cache.append([row(0), row(1, shares=[0.5, 0.25, 0.25])])

@@ -117,6 +117,7 @@ def test_legacy_rows_are_refused_then_migrated_with_their_image_hashes(tmp_path)
 
 def test_the_committed_cache_is_in_the_current_format():
     cache = ResultsCache(REPO / "runs" / "cache" / "cpu" / "results.jsonl")
+    assert cache.sealed_path.is_file()  # committed sealed (gzip), under the repository's 5 MB per file
     frame = cache.load()
     assert len(frame) > 4000 and frame.image_hash.str.fullmatch(r"[0-9a-f]{12}").all()
     baby = benchmark("Set5") / "HR" / "baby.webp"

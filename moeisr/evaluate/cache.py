@@ -12,6 +12,10 @@ them before returning, so rows already appended survive a `kill -9`. The worst a
 one truncated last line; readers ignore it and the next `append` (or `compact`) cuts it off before
 writing. Duplicate keys are allowed in the file (a re-run may recompute a row); readers keep the last.
 
+Sealed rows: `<path>.gz` beside the file, if present, is a read-only gzip of earlier rows that counts as part of
+the cache (its rows come first, so the plain file's rows win). `seal` folds the plain file into it and removes the
+plain file; that is how the cpu profile's cache snapshot is committed (about a fifth of the plain size).
+
 Rows written before `image_hash`, `protocol` and `precision` were key columns (cache format 1) are refused
 with a pointer to `migrate_legacy_rows`, which fills them in (`moeisr cache migrate`).
 """
@@ -19,6 +23,8 @@ with a pointer to `migrate_legacy_rows`, which fills them in (`moeisr cache migr
 from __future__ import annotations
 
 import functools
+import gzip
+import io
 import json
 import logging
 import math
@@ -229,14 +235,34 @@ def _cut_partial_tail(fd: int) -> None:
     os.ftruncate(fd, end)
 
 
+def _latest(rows: Iterable[dict]) -> list[dict]:
+    """One row per key: the last one wins, at its last position."""
+    latest: dict[CacheKey, dict] = {}
+    for row in rows:
+        key = key_of(row)
+        latest.pop(key, None)  # a re-written key moves to its last position
+        latest[key] = row
+    return list(latest.values())
+
+
+def _gzip(data: bytes) -> bytes:
+    """Deterministic gzip (no file name or time in the header): the same rows give the same bytes."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as f:
+        f.write(data)
+    return buffer.getvalue()
+
+
 class ResultsCache:
-    """Append-only JSON-lines store of tidy evaluation rows at `path` (created on first append).
+    """Append-only JSON-lines store of tidy evaluation rows at `path` (created on first append), read together
+    with the sealed rows of `<path>.gz` if that exists (module docstring).
 
     Safe for several processes at once: appends are serialised by `FileLock(path)` (`<path>.lock`).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.sealed_path = self.path.with_name(self.path.name + ".gz")
         # Incremental key index: the keys of the complete lines in bytes [0, _offset) of the file
         # whose (device, inode) is _file_id; _tail holds the bytes just before _offset, to notice
         # a file that was replaced by one that happens to reuse the inode number.
@@ -246,6 +272,21 @@ class ResultsCache:
         self._tail = b""
 
     # ------------------------------------------------------------------------------------ reading
+
+    @functools.cached_property
+    def _sealed_rows(self) -> list[dict]:
+        """The rows of `<path>.gz` (read once: it only changes through `seal`), [] without it."""
+        try:
+            data = gzip.decompress(self.sealed_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, EOFError) as exc:
+            raise UserError(f"{self.sealed_path}: unreadable sealed cache ({exc})") from exc
+        return _parse_lines(data, self.sealed_path)
+
+    @functools.cached_property
+    def _sealed_keys(self) -> dict[CacheKey, frozenset[str]]:
+        return {key_of(r): metrics_present(r) for r in self._sealed_rows}
 
     def _read_bytes(self) -> bytes:
         try:
@@ -265,11 +306,11 @@ class ResultsCache:
                     f.seek(self._offset - len(self._tail))
                     same_file = f.read(len(self._tail)) == self._tail
                 if not same_file:
-                    self._keys, self._offset, self._tail = {}, 0, b""
+                    self._keys, self._offset, self._tail = dict(self._sealed_keys), 0, b""
                 f.seek(self._offset)
                 new = _complete_part(f.read())
         except FileNotFoundError:
-            self._keys, self._offset, self._file_id, self._tail = {}, 0, None, b""
+            self._keys, self._offset, self._file_id, self._tail = dict(self._sealed_keys), 0, None, b""
             return
         except OSError as exc:
             raise user_error_for(exc, self.path, action="read") from exc
@@ -314,15 +355,13 @@ class ResultsCache:
         mask = [make_key(*k) in wanted for k in zip(*(frame[c] for c in KEY_COLUMNS), strict=True)]
         return frame[mask].reset_index(drop=True)
 
+    def _plain_rows(self) -> list[dict]:
+        return _parse_lines(_complete_part(self._read_bytes()), self.path)
+
     def rows(self) -> list[dict]:
-        """The stored rows as dicts, one per key: the last one written wins, at its position in the file."""
-        rows = _parse_lines(_complete_part(self._read_bytes()), self.path)
-        latest: dict[CacheKey, dict] = {}
-        for row in rows:
-            key = key_of(row)
-            latest.pop(key, None)  # a re-written key moves to its last position
-            latest[key] = row
-        return list(latest.values())
+        """The stored rows as dicts, one per key: the last one written wins, at its position (sealed rows first,
+        then the file's)."""
+        return _latest([*self._sealed_rows, *self._plain_rows()])
 
     def load(self):
         """A pandas DataFrame of `rows()`: required columns first, then share_0.., then any extras.
@@ -367,12 +406,25 @@ class ResultsCache:
         return data.count(b"\n")
 
     def compact(self) -> int:
-        """Rewrite the file atomically with one row per key (dropping unreadable lines); returns the row count."""
+        """Rewrite the file atomically with one row per key (dropping unreadable lines); returns its row count.
+        Sealed rows stay in `<path>.gz`."""
         with FileLock(self.path):
             if not self.path.exists():
                 return 0
-            rows = self.rows()
+            rows = _latest(self._plain_rows())
             atomic_write_bytes(self.path, b"".join(_encode(r) for r in rows))
+        return len(rows)
+
+    def seal(self) -> int:
+        """Fold every row into `<path>.gz` (one per key, deterministic gzip) and remove the plain file; returns
+        the sealed row count. Readers see the same rows before and after."""
+        with FileLock(self.path):
+            rows = self.rows()
+            atomic_write_bytes(self.sealed_path, _gzip(b"".join(_encode(r) for r in rows)))
+            self.path.unlink(missing_ok=True)
+        self.__dict__.pop("_sealed_rows", None)  # cached_property: read the new seal next time
+        self.__dict__.pop("_sealed_keys", None)
+        self._keys, self._offset, self._file_id, self._tail = {}, 0, None, b""
         return len(rows)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
