@@ -32,7 +32,8 @@ def run(args) -> int:
     from moeisr.evaluate.cache import ResultsCache, migrate_legacy_rows
 
     cache = ResultsCache(args.path)
-    if not args.path.is_file() and not (args.action != "migrate" and cache.sealed_path.is_file()):
+    readable = args.path.is_file() or (args.action != "migrate" and cache.sealed_path.is_file())
+    if not readable:  # migrate rewrites the plain file only
         raise UserError(f"{args.path}: no such cache file")
     if args.action == "seal":
         print(f"{cache.sealed_path}: {cache.seal()} rows sealed; {args.path} removed")

@@ -296,6 +296,10 @@ class ResultsCache:
         except OSError as exc:
             raise user_error_for(exc, self.path, action="read") from exc
 
+    def _reset_index(self) -> None:
+        """Start the key index over from the sealed rows (the plain file is then read from its start)."""
+        self._keys, self._offset, self._file_id, self._tail = dict(self._sealed_keys), 0, None, b""
+
     def _refresh_keys(self) -> None:
         try:
             with open(self.path, "rb") as f:
@@ -306,11 +310,11 @@ class ResultsCache:
                     f.seek(self._offset - len(self._tail))
                     same_file = f.read(len(self._tail)) == self._tail
                 if not same_file:
-                    self._keys, self._offset, self._tail = dict(self._sealed_keys), 0, b""
+                    self._reset_index()
                 f.seek(self._offset)
                 new = _complete_part(f.read())
         except FileNotFoundError:
-            self._keys, self._offset, self._file_id, self._tail = dict(self._sealed_keys), 0, None, b""
+            self._reset_index()
             return
         except OSError as exc:
             raise user_error_for(exc, self.path, action="read") from exc
@@ -422,9 +426,9 @@ class ResultsCache:
             rows = self.rows()
             atomic_write_bytes(self.sealed_path, _gzip(b"".join(_encode(r) for r in rows)))
             self.path.unlink(missing_ok=True)
-        self.__dict__.pop("_sealed_rows", None)  # cached_property: read the new seal next time
-        self.__dict__.pop("_sealed_keys", None)
-        self._keys, self._offset, self._file_id, self._tail = {}, 0, None, b""
+        self._sealed_rows = rows  # what was just written: no need to read it back
+        self.__dict__.pop("_sealed_keys", None)  # cached_property: derived from them again
+        self._reset_index()
         return len(rows)
 
     def to_csv(self, path: str | os.PathLike) -> Path:

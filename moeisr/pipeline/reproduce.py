@@ -114,8 +114,8 @@ ROLES = (  # parents before the experiments initialised from them
     Role("lm_liif", "lm-liif"),
     Role("lm_lte", "lm-lte"),
 )
-# Seed replicas (issue 21, item 3): the models whose comparison is the report's verdict, twice more each. Not in
-# the default run (`reproduce(..., seeds=False)`, CLI --no-seeds, leaves them out).
+# Seed replicas (issue 21, item 3): the models whose comparison is the report's verdict, twice more each. Part of
+# the default run; `reproduce(..., seeds=False)` (CLI --no-seeds) leaves them out.
 SEEDS = (1, 2)
 SEEDED = ("moeisr_liif_v2", "moeisr_lte_v2", "liif_equal_v2", "lte_equal_v2")  # the headline comparison's
 SEED_ROLES = tuple(seed_role(r, k) for r in ROLES if r.experiment in SEEDED for k in SEEDS)
